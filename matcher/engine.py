@@ -1,0 +1,195 @@
+"""The Engine: image in, faces and templates out. Create once, share between threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from matcher import _native
+from matcher.backends import available_cores, make_runner, resolve
+from matcher.detector import YuNetDetector
+from matcher.errors import InputError, MatcherError, ModelError, NoFaceError
+from matcher.image import DEFAULT_MAX_PIXELS, ImageLike, load_image
+from matcher.models import prepare
+from matcher.models.cards import ModelCard, load_card
+from matcher.recognizer import SFaceRecognizer
+from matcher.types import Face, Template
+
+#: Version of the face -> template pipeline (detector input policy, alignment, warp). Part of the
+#: model hash: templates made by a different pipeline are not interchangeable (see MODELS.md).
+PIPELINE_VERSION = 1
+
+
+def model_fingerprint(detector: ModelCard, recognizer: ModelCard, max_side: int,
+                      flip: bool) -> str:
+    """SHA-256 over everything that decides a template's values (not the backend or precision,
+    whose templates are interchangeable: see README, 'Backends and precision')."""
+    spec = {
+        "pipeline": PIPELINE_VERSION,
+        "detector": detector.source["sha256"],
+        "recognizer": recognizer.source["sha256"],
+        "prepare": prepare.PREPARE_VERSION,
+        "alignment": recognizer.extra["alignment"]["template"],
+        "detector_max_side": max_side,
+        "flip": flip,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+#: Width of the centrality prior of :func:`primary_face`, as a fraction of the frame's half-diagonal.
+#: A gate camera frames the traveller in the middle; a face 35% of the way to a corner counts for
+#: 37% of its area, 60% of the way for 5%. (LFW frames its subject the same way.)
+CENTRE_SIGMA = 0.35
+
+
+def primary_face(faces: Sequence[Face], width: int, height: int) -> Face:
+    """The face a gate means: largest area weighted by a Gaussian prior on distance from centre."""
+    if not faces:
+        raise NoFaceError("no face found in the image")
+    cx, cy, half_diag = width / 2, height / 2, max(float(np.hypot(width, height)) / 2, 1e-9)
+
+    def weight(f: Face) -> float:
+        x, y, w, h = f.box
+        d = float(np.hypot(x + w / 2 - cx, y + h / 2 - cy)) / half_diag
+        return f.area * float(np.exp(-((d / CENTRE_SIGMA) ** 2)))
+
+    return max(faces, key=weight)
+
+
+class Engine:
+    """Face detection and template extraction with the default YuNet + SFace models.
+
+    ``backend``: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``; ``precision`` (the
+    recogniser's; the detector always runs fp32): ``"auto"``, ``"fp32"`` or ``"bf16"``. What
+    "auto" picks is in :func:`matcher.backends.resolve`. ``threads``: inference threads (default:
+    all cores this process may use). ``flip=True`` also embeds each mirrored crop and averages
+    (more accurate, ~1.8x the embedding time; a different model hash). Models are prepared offline on first use
+    (:mod:`matcher.models.prepare`). Thread-safe: create once, call from many threads.
+    """
+
+    def __init__(self, *, detector: str = "yunet-2023mar", recognizer: str = "sface-2021dec",
+                 backend: str = "auto", precision: str = "auto", threads: int | None = None,
+                 max_side: int = 640, score_threshold: float | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_faces: int = 64,
+                 batch_size: int = 16, flip: bool = False) -> None:
+        if threads is None:
+            threads = available_cores()
+        if not isinstance(threads, int) or threads < 1:
+            raise InputError(f"threads must be a positive int, got {threads!r}")
+        if max_pixels < 1 or max_faces < 1 or batch_size < 1:
+            raise InputError("max_pixels, max_faces and batch_size must be positive")
+        plan = resolve(backend, precision)
+        self.backend, self.precision = plan["recognizer"]
+        det_backend = plan["detector"][0]
+        self.threads = threads
+        self.max_pixels = int(max_pixels)
+        self.batch_size = int(batch_size)
+        det_card, rec_card = load_card(detector), load_card(recognizer)
+        if det_card.kind != "detector" or rec_card.kind != "recognizer":
+            raise ModelError(f"{detector!r} must be a detector and {recognizer!r} a recogniser")
+        self.detector = YuNetDetector(
+            make_runner(prepare.prepared_path(det_card), det_backend, "fp32", threads,
+                        static_shapes=True),
+            det_card, score_threshold=score_threshold, max_side=max_side, max_faces=max_faces)
+        self.recognizer = SFaceRecognizer(
+            make_runner(prepare.prepared_path(rec_card), self.backend, self.precision, threads),
+            rec_card, max_batch=batch_size, flip=flip)
+        self.model = rec_card.id
+        self.model_hash = model_fingerprint(det_card, rec_card, self.detector.max_side, flip)
+
+    # ------------------------------------------------------------------ detection
+    def detect(self, image: ImageLike) -> list[Face]:
+        """All faces in ``image``, best detector score first."""
+        return self.detector.detect(load_image(image, max_pixels=self.max_pixels))
+
+    # ------------------------------------------------------------------ templates
+    def template(self, image: ImageLike) -> Template:
+        """Template of the primary face (largest, most central); :class:`NoFaceError` if none."""
+        return self.templates([image])[0]  # type: ignore[return-value]
+
+    def templates(self, images: Sequence[ImageLike], *,
+                  on_error: Literal["raise", "return"] = "raise") -> list[Template | MatcherError]:
+        """Templates of the primary face of each image, embedded in batches.
+
+        With ``on_error="return"`` a failed image yields its :class:`MatcherError` in its place
+        instead of raising, so one bad file does not sink a batch.
+        """
+        if on_error not in ("raise", "return"):
+            raise InputError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        if isinstance(images, (str, bytes, np.ndarray)):
+            raise InputError("templates() takes a sequence of images; use template() for one")
+        results: list[Template | MatcherError] = []
+        for start in range(0, len(images), self.batch_size):
+            results.extend(self._template_chunk(images[start:start + self.batch_size], on_error))
+        return results
+
+    def face_templates(self, image: ImageLike) -> list[tuple[Face, Template]]:
+        """Every face in ``image`` with its template (for screening group photos)."""
+        frame = load_image(image, max_pixels=self.max_pixels)
+        faces = self.detector.detect(frame)
+        if not faces:
+            return []
+        batch = self.recognizer.new_batch(len(faces))
+        self.recognizer.align_into(frame, faces, batch, 0)
+        vecs = self.recognizer.embed(batch)
+        return [(f, self._template(v)) for f, v in zip(faces, vecs)]
+
+    def _template(self, vector: np.ndarray) -> Template:
+        return Template(vector=vector, model=self.model, model_hash=self.model_hash)
+
+    def _template_chunk(self, images: Sequence[ImageLike], on_error: str) -> list[Any]:
+        # Each frame is aligned into the batch as soon as it is detected, so at most one decoded
+        # frame is alive at a time.
+        slots: list[Any] = []
+        batch = self.recognizer.new_batch(len(images))
+        n = 0
+        for i, img in enumerate(images):
+            try:
+                frame = load_image(img, max_pixels=self.max_pixels)
+                faces = self.detector.detect(frame)
+                if not faces:
+                    raise NoFaceError(f"no face found in image {i} of the batch"
+                                      if len(images) > 1 else "no face found in the image")
+                face = primary_face(faces, frame.shape[1], frame.shape[0])
+                self.recognizer.align_into(frame, [face], batch, n)
+                slots.append(n)
+                n += 1
+            except MatcherError as exc:
+                if on_error == "raise":
+                    raise
+                slots.append(exc)
+        if n == 0:
+            return slots
+        vecs = self.recognizer.embed(batch[:n])
+        return [s if isinstance(s, MatcherError) else self._template(vecs[s]) for s in slots]
+
+    # ------------------------------------------------------------------ introspection
+    def describe(self) -> dict[str, Any]:
+        """What runs where: backend, precision, threads, SIMD level, models, versions."""
+        import onnxruntime
+
+        info = {
+            "backend": self.backend,
+            "precision": self.precision,
+            "threads": self.threads,
+            "simd": _native.simd_level(),
+            "model": self.model,
+            "model_hash": self.model_hash,
+            "detector": self.detector.card.id,
+            "detector_backend": self.detector.runner.backend,
+            "detector_max_side": self.detector.max_side,
+            "flip": self.recognizer.flip,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        }
+        if self.backend == "openvino":
+            import openvino
+
+            info["openvino"] = openvino.get_version()
+        return info

@@ -1,0 +1,93 @@
+"""The values the public API hands out: detected faces and biometric templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from matcher.errors import ModelMismatchError, TemplateError
+
+#: Unit-length tolerance for template vectors (float32 rounding of a normalised 128-d vector is
+#: ~1e-7; float16 storage is ~1e-3).
+UNIT_TOLERANCE = 1e-2
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the pixel frame of the image it was found in.
+
+    ``box`` is ``(x, y, w, h)``; ``landmarks`` is a ``(5, 2)`` float32 array of the subject's
+    right eye, left eye, nose tip, right and left mouth corners; ``score`` is in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def area(self) -> float:
+        return max(self.box[2], 0.0) * max(self.box[3], 0.0)
+
+    @property
+    def inter_eye_distance(self) -> float:
+        """Distance between the two eye landmarks, in pixels."""
+        return float(np.hypot(*(self.landmarks[1] - self.landmarks[0])))
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """A biometric template: a unit-length embedding bound to the model that made it.
+
+    ``model`` is the model id (e.g. ``"sface-2021dec"``); ``model_hash`` fingerprints the exact
+    model files and pre-processing, so templates from different pipelines never compare.
+    """
+
+    vector: np.ndarray
+    model: str
+    model_hash: str
+
+    def __post_init__(self) -> None:
+        v = np.array(self.vector, dtype=np.float32, copy=True)
+        if v.ndim != 1 or v.size == 0:
+            raise TemplateError(f"template vector must be 1-D and non-empty, got shape {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise TemplateError("template vector has NaN or infinite values")
+        norm = float(np.linalg.norm(v.astype(np.float64)))
+        if abs(norm - 1.0) > UNIT_TOLERANCE:
+            raise TemplateError(f"template vector must have unit length, got norm {norm:.6f}")
+        v /= np.float32(norm)
+        v.setflags(write=False)
+        object.__setattr__(self, "vector", v)
+        if not self.model or not self.model_hash:
+            raise TemplateError("a template needs a model id and a model hash")
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.shape[0])
+
+    def check_compatible(self, other: "Template") -> None:
+        """Raise :class:`ModelMismatchError` unless ``other`` comes from the same model."""
+        if self.model != other.model or self.model_hash != other.model_hash:
+            raise ModelMismatchError(
+                f"templates come from different models: {self.model}#{self.model_hash[:12]} "
+                f"vs {other.model}#{other.model_hash[:12]}"
+            )
+
+    def similarity(self, other: "Template") -> float:
+        """Cosine similarity in [-1, 1]; raises :class:`ModelMismatchError` across models."""
+        self.check_compatible(other)
+        return float(np.clip(np.dot(self.vector, other.vector), -1.0, 1.0))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Template):
+            return NotImplemented
+        return (self.model, self.model_hash) == (other.model, other.model_hash) and bool(
+            np.array_equal(self.vector, other.vector)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.model, self.model_hash, self.vector.tobytes()))
+
+    def __repr__(self) -> str:
+        return f"Template(model={self.model!r}, dim={self.dim}, hash={self.model_hash[:12]})"
