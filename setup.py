@@ -1,4 +1,4 @@
-"""Build of matcher's native core: one pybind11 extension (C++17) and one Cython module.
+"""Build of matcher's native core: one pybind11 extension (C++17) and two small Cython modules.
 
 Vector kernels are compiled for a portable x86-64 baseline and dispatched at run time to AVX2 /
 AVX-512 variants (function multiversioning in native/), so the wheel runs on any x86-64 CPU.
@@ -33,13 +33,14 @@ ext_modules = [
     *cythonize(
         [
             Extension(
-                "matcher._decode",
-                ["native/yunet_decode.pyx"],
+                f"matcher.{name}",
+                [f"native/{source}"],
                 include_dirs=[np.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=opt,
                 extra_link_args=link,
             )
+            for name, source in (("_decode", "yunet_decode.pyx"), ("_pair", "pair_score.pyx"))
         ],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),

@@ -36,6 +36,9 @@ class _Group(click.Group):
         except MatcherError as exc:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -85,6 +88,126 @@ def template(image: str, out: str | None, backend: str, precision: str, threads:
         np.save(out, tpl.vector)
     click.echo(json.dumps({"model": tpl.model, "model_hash": tpl.model_hash, "dim": tpl.dim,
                            "vector": [round(float(v), 6) for v in tpl.vector]}))
+
+
+def _data_root(data: str | None) -> Path:
+    from matcher.datasets import default_lfw_dir
+
+    root = Path(data) if data else default_lfw_dir()
+    if root is None:
+        raise click.UsageError("no data: pass DATA or set MATCHER_LFW_DIR")
+    return root
+
+
+def _images_dir(root: Path) -> Path:
+    return root / "images" if (root / "images").is_dir() else root
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(file_okay=False, exists=True))
+@click.option("--write-card", type=click.Path(dir_okay=False, exists=True),
+              help="Store the result in this model card JSON (e.g. models/sface-2021dec.json).")
+@engine_options
+def calibrate(data: str | None, write_card: str | None, backend: str, precision: str,
+              threads: int | None) -> None:
+    """Calibrate thresholds at FMR 1e-2..1e-5 on a labelled folder (default: lfw-dev).
+
+    Every same-person pair of images is a genuine comparison, every cross-person pair an impostor
+    comparison. Prints the record; --write-card stores it under the engine's model hash.
+
+    Example: matcher calibrate ../shared/data/lfw-dev --write-card models/sface-2021dec.json
+    """
+    from matcher.calibration import calibrate as run_calibration
+    from matcher.calibration import write_into_card
+
+    root = _data_root(data)
+    eng = _engine(backend, precision, threads)
+    record, _ = run_calibration(eng, _images_dir(root), data_name=root.name,
+                                progress=sys.stderr.isatty())
+    click.echo(json.dumps({eng.model_hash: record}, indent=2))
+    if write_card:
+        write_into_card(Path(write_card), eng.model_hash, record)
+        click.echo(f"written to {write_card}", err=True)
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(file_okay=False, exists=True))
+@click.option("--protocol", type=click.Choice(["auto", "pairs", "all"]), default="auto",
+              show_default=True,
+              help="pairs: the LFW pairs.txt in DATA (fold-wise accuracy); all: every image pair "
+                   "of the labelled folder; auto: pairs when DATA has pairs.txt.")
+@click.option("--out", type=click.Path(file_okay=False), default="evaluation", show_default=True,
+              help="Folder for report.json and det.png.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for the 95% intervals (0: none).")
+@engine_options
+def evaluate(data: str | None, protocol: str, out: str, bootstrap: int, backend: str,
+             precision: str, threads: int | None) -> None:
+    """Accuracy, EER, FNMR at FMR 1e-2..1e-5 with 95% intervals, DET plot (default data: lfw-dev).
+
+    Example: matcher evaluate ../shared/data/lfw-dev --protocol all --out eval-lfw
+    """
+    from matcher import evaluation as ev
+
+    root = _data_root(data)
+    eng = _engine(backend, precision, threads)
+    if protocol == "auto":
+        protocol = "pairs" if (root / "pairs.txt").is_file() else "all"
+    report, scores = ev.evaluate(eng, root, protocol, bootstrap=bootstrap,
+                                 progress=sys.stderr.isatty())
+    js, png = ev.write_report(report, scores, Path(out), f"{eng.model} on {root.name} ({protocol})")
+    click.echo(ev.format_report(report))
+    click.echo(f"wrote {js} and {png}")
+
+
+def _load_side(arg: str, key: bytes | None):
+    """An image path, a serialised template file, or a sealed template file / QR text."""
+    from matcher.types import Template
+
+    path = Path(arg)
+    data = path.read_bytes() if path.is_file() else None
+    if data is None:
+        raise click.BadParameter(f"{arg}: no such file")
+    if data[:2] == b"MT":
+        return Template.from_bytes(data)
+    if data[:2] == b"MS" or data[:4] == b"MS1:":
+        if key is None:
+            raise click.BadParameter(f"{arg} is a sealed template: pass --key-file")
+        from matcher import sealing
+
+        if data[:4] == b"MS1:":
+            return sealing.unseal_text(data.decode("ascii", "replace").strip(), key)
+        return sealing.unseal(data, key)
+    return arg
+
+
+@main.command()
+@click.argument("probe", type=click.Path(dir_okay=False))
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.option("--fmr", type=float, default=1e-4, show_default=True,
+              help="Target false match rate (a calibrated point: 1e-2, 1e-3, 1e-4, 1e-5).")
+@click.option("--key-file", type=click.Path(dir_okay=False, exists=True),
+              help="32-byte AES key for sealed templates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@engine_options
+def verify(probe: str, reference: str, fmr: float, key_file: str | None, as_json: bool,
+           backend: str, precision: str, threads: int | None) -> None:
+    """Is PROBE the same person as REFERENCE? Each is an image, a template file or a sealed one.
+
+    Exit status: 0 match, 1 no match, 2 error (reason on stderr).
+
+    Example: matcher verify live.jpg card.tpl --fmr 1e-3
+    """
+    key = Path(key_file).read_bytes() if key_file else None
+    eng = _engine(backend, precision, threads)
+    d = eng.verify(_load_side(probe, key), _load_side(reference, key), fmr=fmr)
+    if as_json:
+        click.echo(json.dumps({"match": d.match, "score": round(d.score, 6),
+                               "threshold": round(d.threshold, 6), "fmr": d.fmr, "model": d.model}))
+    else:
+        click.echo(f"{'MATCH' if d.match else 'NO MATCH'}  score {d.score:.4f}  "
+                   f"threshold {d.threshold:.4f} (FMR {d.fmr:g}, {d.model})")
+    sys.exit(0 if d.match else 1)
 
 
 @main.command()

@@ -10,9 +10,9 @@ import numpy as np
 
 from matcher.datasets import Pair, default_lfw_dir, labelled_images, read_pairs
 from matcher.engine import Engine
-from matcher.errors import InputError, MatcherError
+from matcher.errors import InputError
+from matcher.evaluation import templates_of
 from matcher.metrics import protocol_accuracy
-from matcher.types import Template
 
 
 def run(eng: Engine, data: Path | None, max_pairs: int, echo: Callable[[str], None] = print) -> dict:
@@ -58,22 +58,9 @@ def _pairs_from_folder(root: Path, max_pairs: int) -> list[Pair]:
 
 
 def _run_pairs(eng: Engine, pairs: list[Pair], echo: Callable[[str], None]) -> dict:
-    from tqdm import tqdm
-
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    templates: dict[Path, Template] = {}
-    failures: dict[str, int] = {}
     t0 = time.perf_counter()
-    step = eng.batch_size
-    with tqdm(total=len(paths), desc="templates", unit="img", leave=False) as bar:
-        for i in range(0, len(paths), step):
-            chunk = paths[i:i + step]
-            for path, res in zip(chunk, eng.templates(chunk, on_error="return")):
-                if isinstance(res, MatcherError):
-                    failures[type(res).__name__] = failures.get(type(res).__name__, 0) + 1
-                else:
-                    templates[path] = res
-            bar.update(len(chunk))
+    templates, failures = templates_of(eng, paths, progress=True)
     elapsed = time.perf_counter() - t0
     usable = [p for p in pairs if p.a in templates and p.b in templates]
     scores = np.array([templates[p.a].similarity(templates[p.b]) for p in usable])
@@ -98,10 +85,10 @@ def _run_pairs(eng: Engine, pairs: list[Pair], echo: Callable[[str], None]) -> d
          f"impostor mean {summary['impostor_mean']:.3f}")
     echo(f"protocol accuracy (threshold chosen on the other folds): {100 * acc:.2f}% "
          f"± {100 * std:.2f}")
-    best = usable[int(np.argmin(np.where(genuine, scores, 2)))]
+    hardest = usable[int(np.argmin(np.where(genuine, scores, 2)))]
     worst = usable[int(np.argmax(np.where(genuine, -2, scores)))]
-    echo(f"least similar genuine pair: {best.a.name} ~ {best.b.name} "
-         f"({templates[best.a].similarity(templates[best.b]):.3f})")
+    echo(f"least similar genuine pair: {hardest.a.name} ~ {hardest.b.name} "
+         f"({templates[hardest.a].similarity(templates[hardest.b]):.3f})")
     echo(f"most similar impostor pair: {worst.a.name} ~ {worst.b.name} "
          f"({templates[worst.a].similarity(templates[worst.b]):.3f})")
     return summary

@@ -11,9 +11,12 @@ from typing import Any, Literal
 import numpy as np
 
 from matcher import _native
+from matcher._pair import cosine
+from matcher.calibration import lookup, thresholds_for
+from matcher.decision import Decision
 from matcher.backends import available_cores, make_runner, resolve
 from matcher.detector import YuNetDetector
-from matcher.errors import InputError, MatcherError, ModelError, NoFaceError
+from matcher.errors import InputError, MatcherError, ModelError, ModelMismatchError, NoFaceError
 from matcher.image import DEFAULT_MAX_PIXELS, ImageLike, load_image
 from matcher.models import prepare
 from matcher.models.cards import ModelCard, load_card
@@ -38,7 +41,9 @@ def model_fingerprint(detector: ModelCard, recognizer: ModelCard, max_side: int,
         "detector_max_side": max_side,
         "flip": flip,
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    # 64 bits: enough to tell pipelines apart (not a security boundary; sealing is), and short
+    # enough for a 160-byte serialised template.
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 #: Width of the centrality prior of :func:`primary_face`, as a fraction of the frame's half-diagonal.
@@ -101,6 +106,8 @@ class Engine:
             rec_card, max_batch=batch_size, flip=flip)
         self.model = rec_card.id
         self.model_hash = model_fingerprint(det_card, rec_card, self.detector.max_side, flip)
+        self.operating_points: dict[float, float] = thresholds_for(rec_card, self.model_hash)
+        self._key = (self.model, self.model_hash)
 
     # ------------------------------------------------------------------ detection
     def detect(self, image: ImageLike) -> list[Face]:
@@ -167,6 +174,31 @@ class Engine:
             return slots
         vecs = self.recognizer.embed(batch[:n])
         return [s if isinstance(s, MatcherError) else self._template(vecs[s]) for s in slots]
+
+    # ------------------------------------------------------------------ 1:1 verification
+    def verify(self, probe: ImageLike | Template, reference: ImageLike | Template, *,
+               fmr: float = 1e-4) -> Decision:
+        """Same person? Decided at the threshold calibrated for false match rate ``fmr``.
+
+        ``probe`` and ``reference`` are each an image or a :class:`Template` of this engine's
+        model (else :class:`ModelMismatchError`); an FMR without a calibrated threshold is a
+        :class:`CalibrationError`.
+        """
+        threshold = self.operating_points.get(fmr)
+        if threshold is None:
+            threshold = lookup(self.operating_points, fmr, self.model)
+        if type(probe) is not Template or type(reference) is not Template:
+            todo = [x for x in (probe, reference) if not isinstance(x, Template)]
+            made = iter(self.templates(todo))
+            probe = probe if isinstance(probe, Template) else next(made)
+            reference = reference if isinstance(reference, Template) else next(made)
+        key = self._key
+        for t in (probe, reference):
+            if t._key != key:
+                raise ModelMismatchError(f"template is from {t.model}#{t.model_hash}, this engine "
+                                         f"calibrated {self.model}#{self.model_hash}")
+        score = cosine(probe._packed, reference._packed)
+        return Decision(score, threshold, score >= threshold, fmr, self.model)
 
     # ------------------------------------------------------------------ introspection
     def describe(self) -> dict[str, Any]:

@@ -33,3 +33,31 @@ class ModelMismatchError(MatcherError):
 
 class TemplateError(InputError):
     """A template vector or serialised template is malformed."""
+
+
+class TemplateFormatError(TemplateError):
+    """Serialised template bytes are corrupt, truncated, of an unknown version or encoding."""
+
+
+class SealError(MatcherError):
+    """A sealed template (QR code / card payload) could not be opened."""
+
+
+class SealFormatError(SealError, InputError):
+    """The sealed blob or its text form is malformed (not a sealed template at all)."""
+
+
+class WrongKeyError(SealError):
+    """The blob was sealed with a different key than the one given."""
+
+
+class TamperedError(SealError):
+    """The blob's authenticated data or ciphertext was altered."""
+
+
+class ExpiredError(SealError):
+    """The sealed template is past its expiry time."""
+
+
+class CalibrationError(MatcherError):
+    """No calibrated operating point exists for the requested model and target rate."""

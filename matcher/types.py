@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from matcher._pair import PackedVector, cosine
 from matcher.errors import ModelMismatchError, TemplateError
 
 #: Unit-length tolerance for template vectors (float32 rounding of a normalised 128-d vector is
 #: ~1e-7; float16 storage is ~1e-3).
 UNIT_TOLERANCE = 1e-2
+#: Vectors this close to unit length are kept as given (renormalising them in float32 would only
+#: move bits, breaking lossless round trips).
+EXACT_UNIT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,17 @@ class Template:
     vector: np.ndarray
     model: str
     model_hash: str
+    _packed: PackedVector = field(init=False, repr=False, compare=False)
+    _key: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        v = np.array(self.vector, dtype=np.float32, copy=True)
+        if not isinstance(self.model, str) or not isinstance(self.model_hash, str) \
+                or not self.model or not self.model_hash:
+            raise TemplateError("a template needs a model id and a model hash (strings)")
+        try:
+            v = np.array(self.vector, dtype=np.float32, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise TemplateError(f"template vector is not numeric: {exc}") from None
         if v.ndim != 1 or v.size == 0:
             raise TemplateError(f"template vector must be 1-D and non-empty, got shape {v.shape}")
         if not np.all(np.isfinite(v)):
@@ -56,11 +68,12 @@ class Template:
         norm = float(np.linalg.norm(v.astype(np.float64)))
         if abs(norm - 1.0) > UNIT_TOLERANCE:
             raise TemplateError(f"template vector must have unit length, got norm {norm:.6f}")
-        v /= np.float32(norm)
+        if abs(norm - 1.0) > EXACT_UNIT:
+            v /= np.float32(norm)
         v.setflags(write=False)
         object.__setattr__(self, "vector", v)
-        if not self.model or not self.model_hash:
-            raise TemplateError("a template needs a model id and a model hash")
+        object.__setattr__(self, "_packed", PackedVector(v))
+        object.__setattr__(self, "_key", (self.model, self.model_hash))
 
     @property
     def dim(self) -> int:
@@ -68,7 +81,7 @@ class Template:
 
     def check_compatible(self, other: "Template") -> None:
         """Raise :class:`ModelMismatchError` unless ``other`` comes from the same model."""
-        if self.model != other.model or self.model_hash != other.model_hash:
+        if self._key != other._key or self._packed.size != other._packed.size:
             raise ModelMismatchError(
                 f"templates come from different models: {self.model}#{self.model_hash[:12]} "
                 f"vs {other.model}#{other.model_hash[:12]}"
@@ -77,7 +90,22 @@ class Template:
     def similarity(self, other: "Template") -> float:
         """Cosine similarity in [-1, 1]; raises :class:`ModelMismatchError` across models."""
         self.check_compatible(other)
-        return float(np.clip(np.dot(self.vector, other.vector), -1.0, 1.0))
+        return cosine(self._packed, other._packed)
+
+    def to_bytes(self, encoding: str = "f32") -> bytes:
+        """Portable binary form (see :mod:`matcher.template_format`): ``"f32"`` (lossless),
+        ``"f16"`` or ``"int8"`` (160 bytes for a 128-d SFace template)."""
+        from matcher.template_format import encode
+
+        return encode(self, encoding)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Template":
+        """Parse :meth:`to_bytes` output; corrupt bytes raise
+        :class:`~matcher.errors.TemplateFormatError`."""
+        from matcher.template_format import decode
+
+        return decode(data)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Template):

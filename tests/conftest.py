@@ -31,3 +31,10 @@ def astronaut_bgr() -> np.ndarray:
     """A real face that ships with scikit-image (a test dependency), as a BGR frame."""
     skdata = pytest.importorskip("skimage.data", reason="scikit-image is needed for this face")
     return np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+
+
+# Shared, noisy CI machines: a slow example is not a failure (hypothesis' default deadline is 200 ms).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("matcher", deadline=None)
+settings.load_profile("matcher")

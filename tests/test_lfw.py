@@ -8,6 +8,7 @@ import pytest
 import matcher
 from matcher.backends import cpu_supports_bf16
 from matcher.datasets import read_pairs
+from matcher.evaluation import all_pairs_scores
 from matcher.errors import MatcherError
 from matcher.metrics import protocol_accuracy
 from matcher.models import prepare
@@ -19,10 +20,17 @@ def all_images(lfw_dir):
     return sorted((lfw_dir / "images").glob("*/*.jpg"))
 
 
-def _protocol(engine, lfw_dir):
+@pytest.fixture(scope="module")
+def all_templates(engine, all_images):
+    """Template (or the error) of every lfw-dev image with the default engine, computed once."""
+    return dict(zip(all_images, engine.templates(all_images, on_error="return")))
+
+
+def _protocol(lfw_dir, tpls=None, engine=None):
     pairs = read_pairs(lfw_dir)
-    paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    tpls = dict(zip(paths, engine.templates(paths, on_error="return")))
+    if tpls is None:
+        paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
+        tpls = dict(zip(paths, engine.templates(paths, on_error="return")))
     failed = [p for p, t in tpls.items() if isinstance(t, MatcherError)]
     assert not failed, f"no template for {failed[:5]}"
     scores = np.array([tpls[p.a].similarity(tpls[p.b]) for p in pairs])
@@ -32,8 +40,8 @@ def _protocol(engine, lfw_dir):
     return protocol_accuracy(scores, genuine, folds)
 
 
-def test_lfw_protocol_accuracy(engine, lfw_dir):
-    acc, std, per_fold = _protocol(engine, lfw_dir)
+def test_lfw_protocol_accuracy(all_templates, lfw_dir):
+    acc, std, per_fold = _protocol(lfw_dir, tpls=all_templates)
     print(f"LFW dev folds 1-5: accuracy {100 * acc:.2f}% ± {100 * std:.2f} {per_fold}")
     # The foundation issue asks for >= 99.3%. This int8 block-quantised SFace reaches 99.27% here
     # (22 errors in 3000, all hard genuine pairs or one look-alike; OpenCV's own pipeline on the
@@ -43,13 +51,13 @@ def test_lfw_protocol_accuracy(engine, lfw_dir):
 
 
 def test_lfw_protocol_accuracy_with_flip_augmentation(lfw_dir):
-    acc, std, per_fold = _protocol(matcher.Engine(flip=True), lfw_dir)
+    acc, std, per_fold = _protocol(lfw_dir, engine=matcher.Engine(flip=True))
     print(f"LFW dev folds 1-5, flip=True: accuracy {100 * acc:.2f}% ± {100 * std:.2f}")
     assert acc >= 0.993
 
 
-def test_face_found_in_nearly_every_image(engine, all_images):
-    missed = [p for p in all_images if not engine.detect(p)]
+def test_face_found_in_nearly_every_image(all_templates, all_images):
+    missed = [p for p in all_images if isinstance(all_templates[p], MatcherError)]
     rate = 1 - len(missed) / len(all_images)
     print(f"face found in {rate:.4%} of {len(all_images)} images; missed {missed[:10]}")
     assert len(all_images) > 6000
@@ -99,3 +107,33 @@ def test_bf16_templates_are_interchangeable_with_fp32(all_images):
     cos = np.array([x.similarity(y) for x, y in zip(a, b) if not isinstance(x, MatcherError)])
     print(f"bf16 vs fp32 cosine over {len(cos)} faces: min {cos.min():.5f}")
     assert len(cos) >= 95 and cos.min() >= 0.999  # the bar for sharing one model id
+
+
+def test_calibrated_thresholds_reproduce(engine, all_templates):
+    """FMR at each stored threshold, re-measured on the calibration data, equals its target."""
+    record = load_card("sface-2021dec").extra["calibration"][engine.model_hash]
+    ok = [(p.parent.name, t) for p, t in all_templates.items() if not isinstance(t, MatcherError)]
+    scores = all_pairs_scores(np.stack([t.vector for _, t in ok]), [n for n, _ in ok])
+    assert scores.impostor.size == record["impostor_comparisons"]
+    assert scores.genuine.size == record["genuine_comparisons"]
+    for key, threshold in record["fmr_thresholds"].items():
+        target, n = float(key), scores.impostor.size
+        measured = float(scores.fmr(threshold))
+        # Sampling error of an FMR from n comparisons (3 binomial standard deviations), floored at
+        # 10% of the target: bf16 kernels differ slightly between CPUs (AMX vs AVX512-BF16).
+        tol = max(3 * np.sqrt(target * (1 - target) / n), 0.1 * target)
+        print(f"FMR target {key}: threshold {threshold:.4f}, measured {measured:.3e}")
+        assert abs(measured - target) <= tol
+    assert engine.verify(ok[0][1], ok[0][1], fmr=1e-5).match
+
+
+def test_int8_templates_score_within_0005_of_float32(all_templates, lfw_dir):
+    pairs = read_pairs(lfw_dir)
+    diffs = []
+    for p in pairs:
+        a, b = all_templates[p.a], all_templates[p.b]
+        qa, qb = (matcher.Template.from_bytes(t.to_bytes("int8")) for t in (a, b))
+        diffs.append(abs(qa.similarity(qb) - a.similarity(b)))
+        diffs.append(abs(qa.similarity(b) - a.similarity(b)))  # card template vs live capture
+    print(f"int8 vs float32 score difference over {len(pairs)} pairs: max {max(diffs):.5f}")
+    assert max(diffs) <= 0.005
