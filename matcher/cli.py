@@ -210,6 +210,174 @@ def verify(probe: str, reference: str, fmr: float, key_file: str | None, as_json
     sys.exit(0 if d.match else 1)
 
 
+# ---------------------------------------------------------------------- galleries (1:N)
+def _store(store: str, key_file: str | None, require_encryption: bool, engine=None):
+    from matcher.store import GalleryStore
+
+    key = Path(key_file).read_bytes() if key_file else None
+    return GalleryStore(store, key=key, require_encryption=require_encryption, engine=engine)
+
+
+def store_options(f):
+    f = click.option("--require-encryption", is_flag=True,
+                     help="Refuse plaintext gallery files.")(f)
+    f = click.option("--key-file", type=click.Path(dir_okay=False, exists=True),
+                     help="32-byte key: galleries are encrypted at rest (AES-256-GCM).")(f)
+    f = click.option("--store", type=click.Path(file_okay=False), default="galleries",
+                     show_default=True, help="Directory of named galleries.")(f)
+    return f
+
+
+def _when(value: str | None):
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise click.BadParameter(f"{value!r} needs a timezone, e.g. 2026-12-05T18:00+00:00")
+    return t
+
+
+@main.group()
+def gallery() -> None:
+    """Create, fill, inspect and purge galleries (e.g. one per flight)."""
+
+
+@gallery.command("create")
+@click.argument("name")
+@click.option("--kind", default="auto", show_default=True,
+              help="Index: auto, flat, hnsw, ivf, or a FAISS factory string like 'IVF1024,SQ8'.")
+@click.option("--expires", help="ISO 8601 time after which `purge` deletes the gallery.")
+@store_options
+@engine_options
+def gallery_create(name, kind, expires, store, key_file, require_encryption, backend, precision,
+                   threads):
+    """Create an empty gallery NAME bound to the engine's model.
+
+    Example: matcher gallery create CX880-20261205 --expires 2026-12-05T23:59+08:00
+    """
+    eng = _engine(backend, precision, threads)
+    st = _store(store, key_file, require_encryption, eng)
+    g = st.create(name, eng, kind=kind, expires_at=_when(expires))
+    click.echo(json.dumps(g.info()))
+
+
+@gallery.command("enroll")
+@click.argument("name")
+@click.argument("items", nargs=-1)
+@click.option("--folder", type=click.Path(file_okay=False, exists=True),
+              help="Enrol every Person/*.jpg of this folder, the sub-folder name as subject id.")
+@click.option("--expires", help="ISO 8601 expiry of the enrolled subjects.")
+@store_options
+@engine_options
+def gallery_enroll(name, items, folder, expires, store, key_file, require_encryption, backend,
+                   precision, threads):
+    """Enrol subjects into gallery NAME: `ID IMAGE [IMAGE...]` or --folder DIR.
+
+    Prints each image that failed and why; exit 0 when everything enrolled, 2 otherwise.
+
+    Example: matcher gallery enroll CX880 TOKEN-123 passport.jpg checkin.jpg
+    """
+    from matcher.datasets import labelled_images
+
+    eng = _engine(backend, precision, threads)
+    st = _store(store, key_file, require_encryption, eng)
+    g = st.get(name)
+    if folder:
+        work = [(person, p) for person, files in labelled_images(Path(folder)).items()
+                for p in files]
+    elif len(items) >= 2:
+        work = [(items[0], Path(p)) for p in items[1:]]
+    else:
+        raise click.UsageError("give ID IMAGE [IMAGE...] or --folder DIR")
+    from tqdm import tqdm
+
+    failed = 0
+    when = _when(expires)
+    bar = tqdm(total=len(work), desc=f"enrol {name}", unit="img", disable=not sys.stderr.isatty())
+    for i in range(0, len(work), eng.batch_size):
+        chunk = work[i:i + eng.batch_size]
+        for (sid, path), res in zip(chunk, eng.templates([p for _, p in chunk], on_error="return")):
+            if isinstance(res, MatcherError):
+                failed += 1
+                click.echo(f"failed: {path}: {type(res).__name__}: {res}", err=True)
+            else:
+                g.enroll(sid, res, expires_at=when)
+        bar.update(len(chunk))
+    bar.close()
+    st.save(name)
+    click.echo(json.dumps({**g.info(), "images": len(work), "failed": failed}))
+    sys.exit(2 if failed else 0)
+
+
+@gallery.command("remove")
+@click.argument("name")
+@click.argument("subject_ids", nargs=-1, required=True)
+@store_options
+def gallery_remove(name, subject_ids, store, key_file, require_encryption):
+    """Remove subjects (all their templates) from gallery NAME."""
+    st = _store(store, key_file, require_encryption)
+    g = st.get(name)
+    removed = [s for s in subject_ids if g.remove(s)]
+    st.save(name)
+    click.echo(json.dumps({"removed": removed,
+                           "not_found": [s for s in subject_ids if s not in removed]}))
+
+
+@gallery.command("info")
+@click.argument("name", required=False)
+@store_options
+def gallery_info(name, store, key_file, require_encryption):
+    """Show one gallery (or list all of the store)."""
+    st = _store(store, key_file, require_encryption)
+    for n in [name] if name else st.names():
+        click.echo(json.dumps(st.get(n).info()))
+
+
+@gallery.command("purge")
+@click.option("--now", "now_s", help="ISO 8601 time to purge as of (default: now).")
+@store_options
+def gallery_purge(now_s, store, key_file, require_encryption):
+    """Delete expired galleries and expired subjects of the store."""
+    st = _store(store, key_file, require_encryption)
+    click.echo(json.dumps(st.purge_expired(_when(now_s))))
+
+
+@main.command()
+@click.argument("probe", type=click.Path(dir_okay=False, exists=True))
+@click.option("-g", "--gallery", "galleries", multiple=True, required=True,
+              help="Gallery to search (repeat to search several as one).")
+@click.option("-k", "--top", "k", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--fpir", type=float, default=0.003, show_default=True,
+              help="Target false positive identification rate of the decision.")
+@click.option("--json", "as_json", is_flag=True)
+@store_options
+@engine_options
+def identify(probe, galleries, k, fpir, as_json, store, key_file, require_encryption, backend,
+             precision, threads):
+    """Who in the galleries is PROBE? Exit 0 identified, 1 nobody, 2 error.
+
+    Example: matcher identify gate.jpg -g CX880 -g CX881 --fpir 0.003
+    """
+    eng = _engine(backend, precision, threads)
+    st = _store(store, key_file, require_encryption, eng)
+    r = st.identify(probe, list(galleries), k, fpir)
+    if as_json:
+        click.echo(json.dumps({"decision": r.decision, "threshold": r.threshold, "fpir": r.fpir,
+                               "gallery_templates": r.gallery_templates,
+                               "candidates": [c._asdict() for c in r.candidates]}))
+    else:
+        click.echo(f"decision: {r.decision or 'nobody'} (threshold {r.threshold:.4f} for FPIR "
+                   f"{r.fpir:g} over {r.gallery_templates} templates)")
+        for c in r.candidates:
+            click.echo(f"  {c.rank:3d}  {c.score:.4f}  {c.subject_id}")
+    sys.exit(0 if r.decision else 1)
+
+
 @main.command()
 @click.option("--data", type=click.Path(file_okay=False, exists=True),
               help="LFW-style folder (images/ + pairs.txt) or a Person/*.jpg folder. "

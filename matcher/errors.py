@@ -61,3 +61,7 @@ class ExpiredError(SealError):
 
 class CalibrationError(MatcherError):
     """No calibrated operating point exists for the requested model and target rate."""
+
+
+class GalleryFileError(MatcherError):
+    """A saved gallery file is truncated, corrupt, of an unknown version, or not as required."""

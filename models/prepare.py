@@ -15,13 +15,13 @@ import hashlib
 import importlib.resources
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from matcher.errors import ModelError
+from matcher.fileio import write_atomic
 from matcher.models.cards import ModelCard
 
 #: Bump when the preparation changes its output; part of the cached file name.
@@ -84,22 +84,8 @@ def prepared_path(card: ModelCard) -> Path:
             f"preparing {card.id!r} gave SHA-256 {digest}, the card expects {expected}; "
             "the installed onnx/numpy versions may differ from the pinned ones"
         )
-    _atomic_write(out, data)
+    write_atomic(out, data)
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- ONNX rewriting

@@ -9,6 +9,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -440,6 +441,45 @@ py::array_t<float> py_dot_int8(const py::object& gq_obj, const py::object& gs_ob
     return out;
 }
 
+py::tuple py_topk_ip(const py::object& g_obj, const py::object& q_obj, int64_t k) {
+    const char* fn = "topk_ip";
+    const py::array g = as_array(fn, "G", g_obj);
+    const py::array q = as_array(fn, "q", q_obj);
+    require_dtype<float>(fn, "G", g);
+    require_dtype<float>(fn, "q", q);
+    require_ndim(fn, "G", g, 2, "(N, D)");
+    require_ndim(fn, "q", q, 2, "(Q, D)");
+    if (g.shape(1) < 1) {
+        value_error(fn, "G must have D >= 1 columns, got shape " + shape_str(g));
+    }
+    if (q.shape(1) != g.shape(1)) {
+        value_error(fn, "q must have shape (Q, D) with D = " + std::to_string(g.shape(1)) +
+                            " as G, got shape " + shape_str(q));
+    }
+    require_c_contiguous(fn, "G", g);
+    require_c_contiguous(fn, "q", q);
+    if (k < 1) {
+        value_error(fn, "k must be >= 1, got " + std::to_string(k));
+    }
+    const int64_t n = g.shape(0), nq = q.shape(0), d = g.shape(1);
+    const float* gp = static_cast<const float*>(g.data());
+    const float* qp = static_cast<const float*>(q.data());
+    // q is small and checked; G (the gallery) is not: NaN scores rank last, see score.hpp.
+    if (!all_finite(qp, nq * d)) {
+        value_error(fn, "q contains NaN or infinity");
+    }
+    const int64_t kk = std::min(k, n);
+    py::array_t<float> scores({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(kk)});
+    py::array_t<int64_t> rows({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(kk)});
+    float* sp = scores.mutable_data();
+    int64_t* rp = rows.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        matcher::topk_ip(gp, n, qp, nq, d, k, sp, rp);
+    }
+    return py::make_tuple(scores, rows);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -481,6 +521,16 @@ int64, by descending score (ties: lower index first).)doc");
     m.def("dot_batch", &py_dot_batch, py::arg("G"), py::arg("q"),
           R"doc(Inner products: G float32 (N, D), q float32 (Q, D), both C-contiguous, D >= 1.
 Returns float32 (Q, N) = q @ G.T.)doc");
+
+    m.def("topk_ip", &py_topk_ip, py::arg("G"), py::arg("q"), py::arg("k"),
+          R"doc(Top-k inner products: G float32 (N, D), q float32 (Q, D), both C-contiguous,
+D >= 1, N >= 0, q finite; k >= 1.
+
+Returns (scores float32 (Q, k'), rows int64 (Q, k')) with k' = min(k, N): per query the k'
+rows of G with the largest q . G[row], best first, equal scores by lower row. Scores equal
+dot_batch's bit for bit. One pass over G in L2-sized row tiles (the (Q, N) score matrix is
+never allocated). G is not checked for NaN (that would cost a second pass): a NaN score ranks
+below every number, then by row.)doc");
 
     m.def("quantize_int8", &py_quantize_int8, py::arg("X"),
           R"doc(Symmetric per-row int8 quantisation of X float32 (N, D), C-contiguous, finite.

@@ -137,3 +137,34 @@ def test_int8_templates_score_within_0005_of_float32(all_templates, lfw_dir):
         diffs.append(abs(qa.similarity(b) - a.similarity(b)))  # card template vs live capture
     print(f"int8 vs float32 score difference over {len(pairs)} pairs: max {max(diffs):.5f}")
     assert max(diffs) <= 0.005
+
+
+def test_lfw_identification_rank1_and_fnir_at_fpir(engine, all_templates):
+    """First image of each person with >= 2 images enrolled; their other images are mated probes,
+    single-image people non-mated probes."""
+    from matcher.gallery import Gallery
+
+    by_person: dict[str, list] = {}
+    for p, t in sorted(all_templates.items()):
+        if not isinstance(t, MatcherError):
+            by_person.setdefault(p.parent.name, []).append(t)
+    enrolled = {n: ts[0] for n, ts in by_person.items() if len(ts) >= 2}
+    mated = [(n, t) for n, ts in by_person.items() if len(ts) >= 2 for t in ts[1:]]
+    non_mated = [ts[0] for n, ts in by_person.items() if len(ts) == 1]
+    g = Gallery(engine)
+    g.enroll_many(list(enrolled), list(enrolled.values()))
+    top_m = g.identify_many([t for _, t in mated], k=1, threshold=1.0)
+    top_n = g.identify_many(non_mated, k=1, threshold=1.0)
+    rank1_miss = np.mean([r.candidates[0].subject_id != n for (n, _), r in zip(mated, top_m)])
+    print(f"\n1:N on lfw-dev: {len(enrolled)} enrolled, {len(mated)} mated and {len(non_mated)} "
+          f"non-mated probes; rank-1 miss rate {rank1_miss:.4f}")
+    assert rank1_miss < 0.02
+    for fpir in (0.1, 0.01, 0.003):
+        t = g.threshold_for(fpir)
+        measured = np.mean([r.candidates[0].score >= t for r in top_n])
+        fnir = np.mean([r.candidates[0].subject_id != n or r.candidates[0].score < t
+                        for (n, _), r in zip(mated, top_m)])
+        print(f"FPIR target {fpir}: threshold {t:.4f}, FPIR measured {measured:.4f}, "
+              f"FNIR {fnir:.4f}")
+        sd = np.sqrt(fpir * (1 - fpir) / len(non_mated))
+        assert measured <= fpir + 3 * sd  # the derived threshold holds its FPIR on real searches

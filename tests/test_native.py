@@ -147,6 +147,20 @@ def dot_tol(absdot: np.ndarray) -> np.ndarray:
     return 1e-5 * absdot + 1e-30
 
 
+def topk_ref(scores: np.ndarray, k: int):
+    """Per row of scores (Q, N): the min(k, N) best (score descending, ties by lower index, NaN
+    last then by index), as (scores, indices)."""
+    nq, n = scores.shape
+    kk = min(k, n)
+    idx = np.empty((nq, kk), np.int64)
+    for qi in range(nq):
+        s = scores[qi]
+        nan = np.isnan(s)
+        # lexsort: last key is primary.
+        idx[qi] = np.lexsort((np.arange(n), -np.where(nan, 0, s), nan))[:kk]
+    return np.take_along_axis(scores, idx, axis=1), idx
+
+
 def random_similarity(rng, img_hw, out_hw=(112, 112), inside=True) -> np.ndarray:
     h, w = img_hw
     oh, ow = out_hw
@@ -598,6 +612,87 @@ def test_int8_scores_approximate_float_scores():
     assert int(np.argmax(approx)) == 17
 
 
+TOPK_SHAPES = [(0, 2, 3), (1, 1, 1), (5, 3, 10), (5, 3, 5), (203, 4, 5), (700, 70, 7),
+               (300, 5, 300), (300, 5, 299), (2, 0, 1), (40, 9, 1)]
+
+
+def test_topk_ip_matches_argsort():
+    rng = np.random.default_rng(14)
+    for d in (1, 7, 16, 17, 128, 131):
+        for n, nq, k in TOPK_SHAPES:
+            g = rng.standard_normal((n, d)).astype(np.float32)
+            q = rng.standard_normal((nq, d)).astype(np.float32)
+            scores, rows = _native.topk_ip(g, q, k)
+            kk = min(k, n)
+            assert scores.shape == rows.shape == (nq, kk)
+            assert scores.dtype == np.float32 and rows.dtype == np.int64
+            # Bit for bit the scores of dot_batch, ranked as documented.
+            ref_s, ref_r = topk_ref(_native.dot_batch(g, q), k)
+            np.testing.assert_array_equal(rows, ref_r, err_msg=f"d={d} n={n} q={nq} k={k}")
+            np.testing.assert_array_equal(scores, ref_s)
+            # And numpy's argsort of exact float64 scores picks the same set (no near-ties here).
+            if n and nq:
+                exact = q.astype(np.float64) @ g.astype(np.float64).T
+                order = np.argsort(-exact, axis=1, kind="stable")[:, :kk]
+                np.testing.assert_array_equal(np.sort(rows, axis=1), np.sort(order, axis=1))
+                absdot = np.abs(q.astype(np.float64)) @ np.abs(g.astype(np.float64)).T
+                top = np.take_along_axis(exact, rows, axis=1)
+                assert np.all(np.abs(scores - top) <= dot_tol(np.take_along_axis(absdot, rows, 1)))
+
+
+def test_topk_ip_large_gallery_is_streamed():
+    # 6000 x 128 floats (3 MB) is past the cache-resident size: the one-row-stream path, several
+    # query groups (4 + remainder) and many row tiles.
+    rng = np.random.default_rng(15)
+    g = rng.standard_normal((6000, 128)).astype(np.float32)
+    for nq in (1, 3, 6, 67):
+        q = rng.standard_normal((nq, 128)).astype(np.float32)
+        scores, rows = _native.topk_ip(g, q, 9)
+        ref_s, ref_r = topk_ref(_native.dot_batch(g, q), 9)
+        np.testing.assert_array_equal(rows, ref_r)
+        np.testing.assert_array_equal(scores, ref_s)
+        # Per-query results do not depend on the batch.
+        one_s, one_r = _native.topk_ip(g, q[-1:], 9)
+        np.testing.assert_array_equal(one_r[0], rows[-1])
+        np.testing.assert_array_equal(one_s[0], scores[-1])
+
+
+def test_topk_ip_ties_prefer_lower_rows():
+    rng = np.random.default_rng(16)
+    # Small integers: every score is exact, and many are equal.
+    g = rng.integers(-2, 3, (900, 8)).astype(np.float32)
+    g[500:] = g[:400]  # exact duplicate rows as well
+    q = rng.integers(-2, 3, (7, 8)).astype(np.float32)
+    for k in (1, 2, 5, 64, 900, 1000):
+        scores, rows = _native.topk_ip(g, q, k)
+        exact = q.astype(np.int64) @ g.astype(np.int64).T
+        for qi in range(7):
+            order = np.lexsort((np.arange(900), -exact[qi]))[: min(k, 900)]
+            np.testing.assert_array_equal(rows[qi], order)
+            np.testing.assert_array_equal(scores[qi], exact[qi][order].astype(np.float32))
+    # All rows equal: the first k rows, in order.
+    same = np.ones((50, 4), np.float32)
+    _, rows = _native.topk_ip(same, np.ones((2, 4), np.float32), 6)
+    np.testing.assert_array_equal(rows, [list(range(6))] * 2)
+
+
+def test_topk_ip_nan_rows_rank_last():
+    g = np.array([[1, 0], [np.nan, 0], [0.5, 0], [np.inf, 0], [-np.inf, 0], [np.nan, 1]],
+                 np.float32)
+    q = np.array([[1, 0], [-1, 0]], np.float32)
+    scores, rows = _native.topk_ip(g, q, 10)
+    # q0: inf, 1, 0.5, -inf, then the NaN rows by index (row 5 is nan*1 + 0*1 = NaN).
+    np.testing.assert_array_equal(rows[0], [3, 0, 2, 4, 1, 5])
+    np.testing.assert_array_equal(rows[1], [4, 2, 0, 3, 1, 5])
+    assert np.isnan(scores[0, 4:]).all() and not np.isnan(scores[0, :4]).any()
+    _, rows = _native.topk_ip(g, q, 2)
+    np.testing.assert_array_equal(rows, [[3, 0], [4, 2]])
+    # Many NaN rows early: the heap fills with NaN first and real scores still win.
+    g2 = np.vstack([np.full((10, 2), np.nan, np.float32), g[[0, 2]]])
+    _, rows = _native.topk_ip(g2, q[:1], 3)
+    np.testing.assert_array_equal(rows[0], [10, 11, 0])
+
+
 @pytest.mark.parametrize(
     "fn, args, exc",
     [
@@ -626,6 +721,26 @@ def test_int8_scores_approximate_float_scores():
                       np.ones((1, 4), np.float32)), ValueError),
         ("dot_int8", (np.zeros((3, 8), np.int8)[:, ::2], np.ones(3, np.float32),
                       np.ones(4, np.float32)), ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float64), np.zeros((1, 4), np.float32), 1), TypeError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float16), 1), TypeError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 5), np.float32), 1), ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros(4, np.float32), 1), ValueError),
+        ("topk_ip", (np.zeros(4, np.float32), np.zeros((1, 4), np.float32), 1), ValueError),
+        ("topk_ip", (np.zeros((3, 0), np.float32), np.zeros((1, 0), np.float32), 1), ValueError),
+        ("topk_ip", (np.zeros((3, 8), np.float32)[:, ::2], np.zeros((1, 4), np.float32), 1),
+         ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((4, 2), np.float32).T, 1),
+         ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float32), 0), ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float32), -5), ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float32), 1.5), TypeError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float32), 2**64),
+         TypeError),
+        ("topk_ip", (np.zeros((3, 2), np.float32), np.array([[1, np.nan]], np.float32), 1),
+         ValueError),
+        ("topk_ip", (np.zeros((3, 2), np.float32), np.array([[1, -np.inf]], np.float32), 1),
+         ValueError),
+        ("topk_ip", (np.zeros((3, 4), np.float32), [[0.0] * 4], 1), TypeError),
     ],
 )
 def test_scoring_rejects(fn, args, exc):
@@ -660,6 +775,19 @@ SIMD_SCRIPT = textwrap.dedent(
         codes, scale = nat.quantize_int8(g)
         arrays[f"codes{d}"], arrays[f"scale{d}"] = codes, scale
         arrays[f"dot8_{d}"] = nat.dot_int8(codes, scale, q[0])
+        # Top-k: cache-resident (four-row kernel for the lone queries) and streamed galleries.
+        for n in (700, 2600):
+            gt = rng.standard_normal((n, d)).astype(np.float32)
+            gt[n // 2] = gt[3]  # a tie
+            qt = rng.standard_normal((6, d)).astype(np.float32)
+            qt[5] = 0.0  # all scores 0: ties everywhere
+            arrays[f"tg{n}_{d}"], arrays[f"tq{n}_{d}"] = gt, qt
+            arrays[f"tdot{n}_{d}"] = nat.dot_batch(gt, qt)
+            arrays[f"ts{n}_{d}"], arrays[f"tr{n}_{d}"] = nat.topk_ip(gt, qt, 7)
+            one = [nat.topk_ip(gt, qt[i : i + 1], 7) for i in range(6)]
+            arrays[f"ts1_{n}_{d}"] = np.vstack([o[0] for o in one])
+            arrays[f"tr1_{n}_{d}"] = np.vstack([o[1] for o in one])
+        arrays[f"tsmall{d}"], arrays[f"trsmall{d}"] = nat.topk_ip(g, q, 20)
     img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
     m = np.array([[[0.8, -0.3, 20.0], [0.3, 0.8, -30.0]], [[1.7, 0.2, -50.0], [-0.2, 1.7, 5.0]]])
     warp = np.zeros((2, 3, 112, 112), np.float32)
@@ -716,6 +844,24 @@ def test_every_simd_level(tmp_path):
             # Levels agree with each other to float rounding.
             base = results["baseline"]
             assert np.all(np.abs(a[f"dot{d}"] - base[f"dot{d}"]) <= 2 * tol)
+            # Top-k: exactly the ranking of this level's dot_batch scores, alone or batched.
+            ref_s, ref_r = topk_ref(a[f"dot{d}"], 20)
+            np.testing.assert_array_equal(a[f"trsmall{d}"], ref_r, err_msg=level)
+            np.testing.assert_array_equal(a[f"tsmall{d}"], ref_s, err_msg=level)
+            for n in (700, 2600):
+                ref_s, ref_r = topk_ref(a[f"tdot{n}_{d}"], 7)
+                for key in ("", "1_"):
+                    np.testing.assert_array_equal(a[f"tr{key}{n}_{d}"], ref_r, err_msg=level)
+                    np.testing.assert_array_equal(a[f"ts{key}{n}_{d}"], ref_s, err_msg=level)
+                np.testing.assert_array_equal(ref_r[5], np.arange(7))
+                gt, qt = a[f"tg{n}_{d}"].astype(np.float64), a[f"tq{n}_{d}"].astype(np.float64)
+                exact = qt @ gt.T
+                top = np.take_along_axis(exact, ref_r, axis=1)
+                tol = dot_tol(np.take_along_axis(np.abs(qt) @ np.abs(gt).T, ref_r, axis=1))
+                assert np.all(np.abs(ref_s - top) <= tol), (level, n, d)
+                # The same rows as numpy's ranking of exact scores (as sets; no near-ties).
+                order = np.argsort(-exact[:5], axis=1, kind="stable")[:, :7]
+                np.testing.assert_array_equal(np.sort(ref_r[:5], 1), np.sort(order, 1))
         for b in range(2):
             np.testing.assert_allclose(a["warp"][b], warp_ref(a["img"], a["m"][b], 112, 112),
                                        atol=1e-3, err_msg=level)
@@ -765,6 +911,7 @@ def test_fuzz_never_crashes(a, b, c, offset, scale, thr, k):
     call_or_reject(_native.dot_batch, a, b)
     call_or_reject(_native.quantize_int8, a)
     call_or_reject(_native.dot_int8, a, b, c)
+    call_or_reject(_native.topk_ip, a, b, k)
 
 
 @FAST
@@ -832,3 +979,22 @@ def test_scoring_property_matches_reference(g, nq, seed):
         got8 = _native.dot_int8(codes, scale, q[0])
         tol = dot_tol(rs * (np.abs(c) @ np.abs(q64[0])))
         assert np.all(np.abs(got8 - rs * (c @ q64[0])) <= tol)
+
+
+@FAST
+@given(
+    g=hnp.arrays(np.float32, st.tuples(st.integers(0, 40), st.integers(1, 20)),
+                 elements=st.integers(-3, 3).map(float)),
+    nq=st.integers(0, 6), k=st.integers(1, 50), seed=st.integers(0, 2**32 - 1),
+)
+def test_topk_property_matches_reference(g, nq, k, seed):
+    # Small-integer data: exact scores and many ties.
+    q = np.random.default_rng(seed).integers(-3, 4, (nq, g.shape[1])).astype(np.float32)
+    scores, rows = _native.topk_ip(g, q, k)
+    exact = q.astype(np.int64) @ g.astype(np.int64).T
+    kk = min(k, len(g))
+    assert rows.shape == scores.shape == (nq, kk)
+    for qi in range(nq):
+        order = np.lexsort((np.arange(len(g)), -exact[qi]))[:kk]
+        np.testing.assert_array_equal(rows[qi], order)
+        np.testing.assert_array_equal(scores[qi], exact[qi][order])
