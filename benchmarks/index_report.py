@@ -67,10 +67,10 @@ def part0() -> None:
         number = 2000 if n <= 1000 else 20
         # Interleave the contenders (one repeat of each in turn).
         fns = {
-            "topk_ip k=1": lambda: _native.topk_ip(g, q, 1),
-            "numpy G@q + argmax": lambda: np.argmax(g @ qv),
-            "topk_ip k=5": lambda: _native.topk_ip(g, q, 5),
-            "numpy G@q + argpartition(5)": lambda: np.argpartition(g @ qv, -5)[-5:],
+            "topk_ip k=1": lambda g=g, q=q: _native.topk_ip(g, q, 1),
+            "numpy G@q + argmax": lambda g=g, qv=qv: np.argmax(g @ qv),
+            "topk_ip k=5": lambda g=g, q=q: _native.topk_ip(g, q, 5),
+            "numpy G@q + argpartition(5)": lambda g=g, qv=qv: np.argpartition(g @ qv, -5)[-5:],
         }
         res = {name: [] for name in fns}
         for _ in range(7):
@@ -99,7 +99,7 @@ def part_a() -> None:
     for q in qrows:
         qv = q[0]
         t = pc()
-        s, i = idx.search(q, 1)
+        _, i = idx.search(q, 1)
         t1 = pc()
         j = np.argmax(g @ qv)
         t2 = pc()
@@ -146,7 +146,7 @@ def time_single(search, qs, repeat: int = 1):
     return np.array(ts)
 
 
-def part_b(n: int, skip_hnsw: bool) -> None:
+def part_b(n: int, kinds: list[str], force_hnsw: bool) -> None:
     print(f"(b) N={n} random 128-d unit vectors + 1000 planted mates (cosine 0.6-0.8)")
     t = time.perf_counter()
     g, ids, q, mate_ids = planted_set(n)
@@ -166,9 +166,11 @@ def part_b(n: int, skip_hnsw: bool) -> None:
     print(f"  FAISS IndexFlatIP, 1 thread, single query over {n_time}: {stats(flat_ts)}; "
           f"mate recall@1 {exact_recall:.4f}")
 
-    results = {}
-    kinds = ["ivf"]
-    if not skip_hnsw:
+    want_hnsw = "hnsw" in kinds
+    kinds = [k for k in kinds if k != "hnsw"]
+    if want_hnsw and force_hnsw:
+        kinds.append("hnsw")
+    elif want_hnsw:
         # Predict the full HNSW build from a 10 % build (HNSW build is ~ N log N).
         sub = min(total, 100_000)
         probe = VectorIndex(D, "hnsw", threads=2)
@@ -202,7 +204,7 @@ def part_b(n: int, skip_hnsw: bool) -> None:
               f"raw vectors are {4 * D} B)")
         for _ in range(20):  # warm-up
             idx.search(q[:1], 1)
-        ts = time_single(lambda x: idx.search(x, 1), q)
+        ts = time_single(lambda x, idx=idx: idx.search(x, 1), q)
         s, got = idx.search(q, 1)
         recall = float((got[:, 0] == mate_ids).mean())
         agree = float((got[:, 0] == exact_top).mean())
@@ -217,12 +219,11 @@ def part_b(n: int, skip_hnsw: bool) -> None:
         if kind == "ivf":
             for nprobe in (16, 32, 64, 128, 256, 512):
                 idx.nprobe = nprobe
-                ts = time_single(lambda x: idx.search(x, 1), q[:300])
+                ts = time_single(lambda x, idx=idx: idx.search(x, 1), q[:300])
                 _, got = idx.search(q, 1)
                 print(f"    nprobe {nprobe:>3}: recall@1 {(got[:, 0] == mate_ids).mean():.4f}; "
                       f"{stats(ts)}")
             idx.nprobe = None
-        results[kind] = idx
         del idx
 
 
@@ -230,7 +231,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="0ab", help="any of 0, a, b (default 0ab)")
     ap.add_argument("--n", type=int, default=1_000_000, help="gallery size of part (b)")
-    ap.add_argument("--skip-hnsw", action="store_true")
+    ap.add_argument("--kinds", default="ivf,hnsw", help="kinds of part (b) (default ivf,hnsw)")
+    ap.add_argument("--force-hnsw", action="store_true",
+                    help="build the full HNSW even if predicted to take > 10 min")
     args = ap.parse_args()
     print(f"simd {_native.simd_level()}; faiss {faiss.__version__}; numpy {np.__version__}")
     if "0" in args.parts:
@@ -238,7 +241,7 @@ def main() -> None:
     if "a" in args.parts:
         part_a()
     if "b" in args.parts:
-        part_b(args.n, args.skip_hnsw)
+        part_b(args.n, [k for k in args.kinds.split(",") if k], args.force_hnsw)
 
 
 if __name__ == "__main__":

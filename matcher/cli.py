@@ -10,23 +10,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from matcher.cli_common import engine_from_options, engine_options
 from matcher.errors import MatcherError
-
-
-def _engine(backend: str, precision: str, threads: int | None):
-    from matcher.engine import Engine
-
-    return Engine(backend=backend, precision=precision, threads=threads)
-
-
-def engine_options(f):
-    f = click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Inference threads (default: all cores).")(f)
-    f = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
-                     show_default=True, help="Inference precision.")(f)
-    f = click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]),
-                     default="auto", show_default=True, help="Inference backend.")(f)
-    return f
 
 
 class _Group(click.Group):
@@ -63,7 +48,7 @@ def prepare() -> None:
 @engine_options
 def info(backend: str, precision: str, threads: int | None) -> None:
     """Show what the engine runs on (backend, precision, threads, SIMD, model hash)."""
-    click.echo(json.dumps(_engine(backend, precision, threads).describe(), indent=2))
+    click.echo(json.dumps(engine_from_options(backend, precision, threads).describe(), indent=2))
 
 
 @main.command()
@@ -71,7 +56,7 @@ def info(backend: str, precision: str, threads: int | None) -> None:
 @engine_options
 def detect(image: str, backend: str, precision: str, threads: int | None) -> None:
     """Print the faces found in IMAGE as JSON lines (box x,y,w,h; 5 landmarks; score)."""
-    for face in _engine(backend, precision, threads).detect(image):
+    for face in engine_from_options(backend, precision, threads).detect(image):
         click.echo(json.dumps({"box": [round(v, 2) for v in face.box],
                                "landmarks": np.round(face.landmarks, 2).tolist(),
                                "score": round(face.score, 4)}))
@@ -83,7 +68,7 @@ def detect(image: str, backend: str, precision: str, threads: int | None) -> Non
 @engine_options
 def template(image: str, out: str | None, backend: str, precision: str, threads: int | None) -> None:
     """Extract the template of the primary face in IMAGE."""
-    tpl = _engine(backend, precision, threads).template(image)
+    tpl = engine_from_options(backend, precision, threads).template(image)
     if out:
         np.save(out, tpl.vector)
     click.echo(json.dumps({"model": tpl.model, "model_hash": tpl.model_hash, "dim": tpl.dim,
@@ -121,7 +106,7 @@ def calibrate(data: str | None, write_card: str | None, backend: str, precision:
     from matcher.calibration import write_into_card
 
     root = _data_root(data)
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     record, _ = run_calibration(eng, _images_dir(root), data_name=root.name,
                                 progress=sys.stderr.isatty())
     click.echo(json.dumps({eng.model_hash: record}, indent=2))
@@ -150,7 +135,7 @@ def evaluate(data: str | None, protocol: str, out: str, bootstrap: int, backend:
     from matcher import evaluation as ev
 
     root = _data_root(data)
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     if protocol == "auto":
         protocol = "pairs" if (root / "pairs.txt").is_file() else "all"
     report, scores = ev.evaluate(eng, root, protocol, bootstrap=bootstrap,
@@ -199,7 +184,7 @@ def verify(probe: str, reference: str, fmr: float, key_file: str | None, as_json
     Example: matcher verify live.jpg card.tpl --fmr 1e-3
     """
     key = Path(key_file).read_bytes() if key_file else None
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     d = eng.verify(_load_side(probe, key), _load_side(reference, key), fmr=fmr)
     if as_json:
         click.echo(json.dumps({"match": d.match, "score": round(d.score, 6),
@@ -260,7 +245,7 @@ def gallery_create(name, kind, expires, store, key_file, require_encryption, bac
 
     Example: matcher gallery create CX880-20261205 --expires 2026-12-05T23:59+08:00
     """
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     st = _store(store, key_file, require_encryption, eng)
     g = st.create(name, eng, kind=kind, expires_at=_when(expires))
     click.echo(json.dumps(g.info()))
@@ -284,7 +269,7 @@ def gallery_enroll(name, items, folder, expires, store, key_file, require_encryp
     """
     from matcher.datasets import labelled_images
 
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     st = _store(store, key_file, require_encryption, eng)
     g = st.get(name)
     if folder:
@@ -363,7 +348,7 @@ def identify(probe, galleries, k, fpir, as_json, store, key_file, require_encryp
 
     Example: matcher identify gate.jpg -g CX880 -g CX881 --fpir 0.003
     """
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     st = _store(store, key_file, require_encryption, eng)
     r = st.identify(probe, list(galleries), k, fpir)
     if as_json:
@@ -391,9 +376,19 @@ def demo(data: str | None, max_pairs: int, backend: str, precision: str,
     """End-to-end demo on real faces: detect, align, embed, compare genuine and impostor pairs."""
     from matcher import demo as demo_mod
 
-    eng = _engine(backend, precision, threads)
+    eng = engine_from_options(backend, precision, threads)
     demo_mod.run(eng, Path(data) if data else None, max_pairs, echo=click.echo)
 
+
+# Commands that live in their own modules.
+from matcher.cli_icao import verify_doc  # noqa: E402
+from matcher.cli_quality import erc, quality  # noqa: E402
+from matcher.cli_screen import screen  # noqa: E402
+
+main.add_command(screen)
+main.add_command(verify_doc, "verify-doc")
+main.add_command(erc)
+main.add_command(quality)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

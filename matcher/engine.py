@@ -5,23 +5,29 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from matcher import _native
+from matcher import quality as _quality
 from matcher._pair import cosine
 from matcher.calibration import lookup, thresholds_for
 from matcher.decision import Decision
 from matcher.backends import available_cores, make_runner, resolve
 from matcher.detector import YuNetDetector
-from matcher.errors import InputError, MatcherError, ModelError, ModelMismatchError, NoFaceError
+from matcher.errors import (InputError, MatcherError, ModelError, ModelMismatchError, NoFaceError,
+                            QualityError)
 from matcher.image import DEFAULT_MAX_PIXELS, ImageLike, load_image
 from matcher.models import prepare
 from matcher.models.cards import ModelCard, load_card
 from matcher.recognizer import SFaceRecognizer
 from matcher.types import Face, Template
+
+#: A quality policy: a name from the model card ("enrol", "probe"), a mapping of thresholds
+#: (see :mod:`matcher.quality`) or None (no quality check).
+QualityPolicy = str | Mapping[str, Any] | None
 
 #: Version of the face -> template pipeline (detector input policy, alignment, warp). Part of the
 #: model hash: templates made by a different pipeline are not interchangeable (see MODELS.md).
@@ -75,13 +81,16 @@ class Engine:
     all cores this process may use). ``flip=True`` also embeds each mirrored crop and averages
     (more accurate, ~1.8x the embedding time; a different model hash). Models are prepared offline on first use
     (:mod:`matcher.models.prepare`). Thread-safe: create once, call from many threads.
+    ``quality_policies``: overrides of the card's quality policies, ``{name: {threshold: value}}``
+    (see :mod:`matcher.quality`; new names add policies).
     """
 
     def __init__(self, *, detector: str = "yunet-2023mar", recognizer: str = "sface-2021dec",
                  backend: str = "auto", precision: str = "auto", threads: int | None = None,
                  max_side: int = 640, score_threshold: float | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_faces: int = 64,
-                 batch_size: int = 16, flip: bool = False) -> None:
+                 batch_size: int = 16, flip: bool = False,
+                 quality_policies: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if threads is None:
             threads = available_cores()
         if not isinstance(threads, int) or threads < 1:
@@ -108,6 +117,9 @@ class Engine:
         self.model_hash = model_fingerprint(det_card, rec_card, self.detector.max_side, flip)
         self.operating_points: dict[float, float] = thresholds_for(rec_card, self.model_hash)
         self._key = (self.model, self.model_hash)
+        self.quality_scoring: dict[str, Any] = rec_card.extra.get("quality_scoring", {})
+        self.quality_policies = _quality.merge_policies(
+            rec_card.extra.get("quality_policies", {}), quality_policies)
 
     # ------------------------------------------------------------------ detection
     def detect(self, image: ImageLike) -> list[Face]:
@@ -115,25 +127,61 @@ class Engine:
         return self.detector.detect(load_image(image, max_pixels=self.max_pixels))
 
     # ------------------------------------------------------------------ templates
-    def template(self, image: ImageLike) -> Template:
-        """Template of the primary face (largest, most central); :class:`NoFaceError` if none."""
-        return self.templates([image])[0]  # type: ignore[return-value]
+    def template(self, image: ImageLike, *, quality: QualityPolicy = None) -> Template:
+        """Template of the primary face (largest, most central); :class:`NoFaceError` if none.
+
+        ``quality="enrol"`` / ``"probe"`` (or a policy mapping) first checks the face against that
+        quality policy and raises :class:`QualityError` (``.reason``: "move closer", ...) if it
+        fails; ``None`` (the default) checks nothing.
+        """
+        return self.templates([image], quality=quality)[0]  # type: ignore[return-value]
 
     def templates(self, images: Sequence[ImageLike], *,
-                  on_error: Literal["raise", "return"] = "raise") -> list[Template | MatcherError]:
+                  on_error: Literal["raise", "return"] = "raise",
+                  quality: QualityPolicy = None) -> list[Template | MatcherError]:
         """Templates of the primary face of each image, embedded in batches.
 
         With ``on_error="return"`` a failed image yields its :class:`MatcherError` in its place
-        instead of raising, so one bad file does not sink a batch.
+        instead of raising, so one bad file does not sink a batch. ``quality``: as in
+        :meth:`template` (a failed check is a :class:`QualityError`).
         """
         if on_error not in ("raise", "return"):
             raise InputError(f"on_error must be 'raise' or 'return', got {on_error!r}")
         if isinstance(images, (str, bytes, np.ndarray)):
             raise InputError("templates() takes a sequence of images; use template() for one")
+        policy = None if quality is None else self._quality_policy(quality)
         results: list[Template | MatcherError] = []
         for start in range(0, len(images), self.batch_size):
-            results.extend(self._template_chunk(images[start:start + self.batch_size], on_error))
+            results.extend(self._template_chunk(images[start:start + self.batch_size], on_error,
+                                                policy))
         return results
+
+    # ------------------------------------------------------------------ quality
+    def quality(self, image: ImageLike, face: Face | None = None, *,
+                policy: QualityPolicy = "probe") -> _quality.Quality:
+        """Quality of the primary face of ``image`` (or of ``face``, one of its detected faces):
+        named components, unified score 0..100, and the verdict under ``policy`` (see
+        :mod:`matcher.quality`); :class:`NoFaceError` if there is no face."""
+        pol = self._quality_policy(policy)
+        frame = load_image(image, max_pixels=self.max_pixels)
+        faces = self.detector.detect(frame)
+        if face is None:
+            face = primary_face(faces, frame.shape[1], frame.shape[0])
+        elif not isinstance(face, Face):
+            raise InputError(f"face must be a Face or None, got {type(face).__name__}")
+        batch = self.recognizer.new_batch(1)
+        self.recognizer.align_into(frame, [face], batch, 0)
+        return self._assess(face, faces, batch, 0, pol)
+
+    def _quality_policy(self, policy: QualityPolicy) -> tuple[str | None, dict[str, Any]]:
+        return _quality.resolve_policy(policy, self.quality_policies)
+
+    def _assess(self, face: Face, faces: Sequence[Face], batch: np.ndarray, slot: int,
+                policy: tuple[str | None, dict[str, Any]]) -> _quality.Quality:
+        stats = _quality.crop_statistics(batch, slot, 1, rgb=self.recognizer.swap_rb)[0]
+        fraction = policy[1].get("other_face_fraction")
+        values = _quality.measure(face, faces, stats, 0.5 if fraction is None else float(fraction))
+        return _quality.assess(values, self.quality_scoring, policy[0], policy[1], face)
 
     def face_templates(self, image: ImageLike) -> list[tuple[Face, Template]]:
         """Every face in ``image`` with its template (for screening group photos)."""
@@ -149,7 +197,8 @@ class Engine:
     def _template(self, vector: np.ndarray) -> Template:
         return Template(vector=vector, model=self.model, model_hash=self.model_hash)
 
-    def _template_chunk(self, images: Sequence[ImageLike], on_error: str) -> list[Any]:
+    def _template_chunk(self, images: Sequence[ImageLike], on_error: str,
+                        quality: tuple[str | None, dict[str, Any]] | None = None) -> list[Any]:
         # Each frame is aligned into the batch as soon as it is detected, so at most one decoded
         # frame is alive at a time.
         slots: list[Any] = []
@@ -164,6 +213,12 @@ class Engine:
                                       if len(images) > 1 else "no face found in the image")
                 face = primary_face(faces, frame.shape[1], frame.shape[0])
                 self.recognizer.align_into(frame, [face], batch, n)
+                if quality is not None:
+                    q = self._assess(face, faces, batch, n, quality)
+                    if not q.passed:
+                        where = f"image {i} of the batch" if len(images) > 1 else "the image"
+                        raise QualityError(f"{q.advice}: {'; '.join(q.reasons)} ({where}, "
+                                           f"policy {q.policy})", q, q.advice)
                 slots.append(n)
                 n += 1
             except MatcherError as exc:

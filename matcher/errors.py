@@ -65,3 +65,23 @@ class CalibrationError(MatcherError):
 
 class GalleryFileError(MatcherError):
     """A saved gallery file is truncated, corrupt, of an unknown version, or not as required."""
+
+
+class DocumentError(InputError):
+    """A travel-document data group (e.g. ICAO 9303 DG2 from an e-passport chip) is malformed,
+    truncated, over-long or of an unsupported format. (A MatcherError through InputError:
+    ``class DocumentError(MatcherError, InputError)`` has no consistent MRO.)"""
+
+
+class QualityError(MatcherError):
+    """A face image failed a quality policy (``Engine.template(..., quality="enrol")``).
+
+    ``.quality`` is the failed :class:`matcher.Quality`; ``.reason`` a short instruction a gate can
+    show or speak ("move closer", "look at the camera", "too dark", "hold still", "one person at a
+    time"); ``str()`` adds the measured values that failed.
+    """
+
+    def __init__(self, message: str, quality: object = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.quality = quality
+        self.reason = reason

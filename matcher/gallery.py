@@ -43,10 +43,9 @@ class Candidate(NamedTuple):
     rank: int
 
 
-@dataclass(frozen=True)
-class Identification:
+class Identification(NamedTuple):
     """Result of a 1:N search: ``decision`` is the top subject if its score reaches
-    ``threshold`` (derived for ``fpir`` at ``gallery_templates``), else ``None``."""
+    ``threshold`` (set for ``fpir`` at ``gallery_templates``), else ``None``. Immutable."""
 
     candidates: list[Candidate]
     decision: str | None
@@ -353,28 +352,34 @@ class Gallery:
             self._thresholds[key] = t
         return t
 
-    def _probe_vectors(self, probes: Any) -> np.ndarray:
-        return self._as_vectors(probes)
-
     def identify(self, probe: Any, k: int = 5, fpir: float | None = 0.003, *,
                  threshold: float | None = None) -> Identification:
         """Top-``k`` subjects for ``probe`` (a template or, with an engine, an image) and the
         decision at ``fpir`` (or at an explicit ``threshold``)."""
-        return self.identify_many([probe] if not isinstance(probe, np.ndarray) or probe.dtype == np.uint8
-                                  else probe, k, fpir, threshold=threshold)[0]
+        if type(probe) is Template:  # the gate's hot path: no list, no stacking
+            if probe._key != (self.model, self.model_hash):
+                self._check_template(probe)
+            return self._search(probe.vector.reshape(1, -1), k, fpir, threshold)[0]
+        return self.identify_many([probe], k, fpir, threshold=threshold)[0]
 
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,
                       threshold: float | None = None) -> list[Identification]:
-        """:meth:`identify` for a batch of probes (searched together)."""
-        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        """:meth:`identify` for a batch of probes (templates, images, or unit-vector rows),
+        searched together."""
+        return self._search(self._as_vectors(probes), k, fpir, threshold)
+
+    def _search(self, q: np.ndarray, k: int, fpir: float | None,
+                threshold: float | None) -> list[Identification]:
+        if type(k) is not int or not 1 <= k <= MAX_K:
             raise InputError(f"k must be an int in 1..{MAX_K}, got {k!r}")
         if threshold is None and fpir is None:
             raise InputError("give fpir or threshold")
         if threshold is not None and not (isinstance(threshold, (int, float))
                                           and math.isfinite(threshold)):
             raise InputError(f"threshold must be a finite number, got {threshold!r}")
-        q = self._probe_vectors(probes)
-        with self._lock.read():
+        lock = self._lock
+        lock.acquire_read()
+        try:
             n = len(self._owner)
             t = float(threshold) if threshold is not None else self.threshold_for(fpir, n)
             if n == 0:
@@ -389,7 +394,7 @@ class Gallery:
             rescore = self._max_per > 1 and self._index.kind_in_use != "flat"
             limit = 2 * k if rescore else k
             out = []
-            for row_s, row_t in zip(scores.tolist(), tids.tolist()):
+            for i, (row_s, row_t) in enumerate(zip(scores.tolist(), tids.tolist())):
                 cands: list[Candidate] = []
                 seen: set[str] = set()
                 for sc, tid in zip(row_s, row_t):
@@ -403,11 +408,13 @@ class Gallery:
                     if len(cands) == limit:
                         break
                 if rescore:  # an approximate index may have missed a candidate's best template
-                    cands = self._rescore(cands, q[len(out)], k)
+                    cands = self._rescore(cands, q[i], k)
                 decision = cands[0].subject_id if cands and cands[0].score >= t else None
                 out.append(Identification(cands, decision, t, fpir if threshold is None else None,
                                           n, self.model))
             return out
+        finally:
+            lock.release_read()
 
     def _rescore(self, cands: list[Candidate], q: np.ndarray, k: int) -> list[Candidate]:
         """Exact fused (max) scores over every template of each candidate subject, re-ranked."""

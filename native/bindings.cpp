@@ -20,6 +20,7 @@
 #include "align.hpp"
 #include "nms.hpp"
 #include "preprocess.hpp"
+#include "quality.hpp"
 #include "score.hpp"
 #include "simd.hpp"
 
@@ -480,6 +481,72 @@ py::tuple py_topk_ip(const py::object& g_obj, const py::object& q_obj, int64_t k
     return py::make_tuple(scores, rows);
 }
 
+py::array_t<double> py_crop_stats(const py::object& batch_obj, int64_t offset, int64_t count,
+                                  const py::object& roi_obj, bool rgb) {
+    const char* fn = "crop_stats";
+    const py::array batch = as_array(fn, "batch", batch_obj);
+    require_dtype<float>(fn, "batch", batch);
+    require_ndim(fn, "batch", batch, 4, "(N, 3, H, W)");
+    if (batch.shape(1) != 3 || batch.shape(2) < 3 || batch.shape(3) < 3) {
+        value_error(fn, "batch must have shape (N, 3, H, W) with H, W >= 3, got shape " +
+                            shape_str(batch));
+    }
+    require_c_contiguous(fn, "batch", batch);
+    const int64_t n = batch.shape(0), h = batch.shape(2), w = batch.shape(3);
+    if (offset < 0 || offset > n) {
+        value_error(fn, "offset must be in [0, N] = [0, " + std::to_string(n) + "], got " +
+                            std::to_string(offset));
+    }
+    if (count == -1) {
+        count = n - offset;
+    }
+    if (count < 0 || count > n - offset) {
+        value_error(fn, "count must be -1 (to the end) or in [0, N - offset] = [0, " +
+                            std::to_string(n - offset) + "], got " + std::to_string(count));
+    }
+    int64_t roi[4] = {0, 0, w, h};
+    if (!roi_obj.is_none()) {
+        if (!py::isinstance<py::sequence>(roi_obj) || py::isinstance<py::str>(roi_obj)) {
+            type_error(fn, "roi must be None or a sequence (x0, y0, x1, y1) of ints, got " +
+                               type_name(roi_obj));
+        }
+        const py::sequence seq = py::reinterpret_borrow<py::sequence>(roi_obj);
+        if (seq.size() != 4) {
+            value_error(fn, "roi must have 4 values (x0, y0, x1, y1), got " +
+                                std::to_string(seq.size()));
+        }
+        for (int k = 0; k < 4; ++k) {
+            const py::object v = seq[static_cast<py::size_t>(k)];
+            if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v)) {
+                type_error(fn, "roi values must be ints, got " + type_name(v));
+            }
+            roi[k] = v.cast<int64_t>();
+        }
+        if (!(0 <= roi[0] && roi[0] < roi[2] && roi[2] <= w && 0 <= roi[1] && roi[1] < roi[3] &&
+              roi[3] <= h)) {
+            value_error(fn, "roi must satisfy 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H for a " +
+                                std::to_string(h) + "x" + std::to_string(w) + " crop, got (" +
+                                std::to_string(roi[0]) + ", " + std::to_string(roi[1]) + ", " +
+                                std::to_string(roi[2]) + ", " + std::to_string(roi[3]) + ")");
+        }
+    }
+    const int64_t face = 3 * h * w;
+    const float* src = static_cast<const float*>(batch.data()) + offset * face;
+    if (!all_finite(src, count * face)) {
+        value_error(fn, "batch[offset:offset + count] contains NaN or infinity");
+    }
+    py::array_t<double> out({static_cast<py::ssize_t>(count), py::ssize_t{3}});
+    double* op = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        for (int64_t i = 0; i < count; ++i) {
+            matcher::crop_stats(src + i * face, h, w, roi[0], roi[1], roi[2], roi[3], rgb,
+                                op + 3 * i);
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -541,6 +608,17 @@ that is 0: an all-zero or underflowing row) and codes = clip(rint(X / scale), -1
     m.def("dot_int8", &py_dot_int8, py::arg("Gq"), py::arg("gscale"), py::arg("q"),
           R"doc(Approximate G @ q from int8 codes: Gq int8 (N, D), gscale float32 (N,),
 q float32 (D,), all C-contiguous. Returns float32 (N,) = gscale * (Gq @ q).)doc");
+
+    m.def("crop_stats", &py_crop_stats, py::arg("batch"), py::arg("offset") = 0,
+          py::arg("count") = -1, py::arg("roi") = py::none(), py::arg("rgb") = true,
+          R"doc(Sharpness and exposure statistics of aligned face crops (quality assessment).
+
+batch: float32 (N, 3, H, W), H, W >= 3, C-contiguous (as filled by warp_faces; values 0..255),
+RGB planes if rgb else BGR. Crops batch[offset:offset + count] (count -1: to the end), which
+must be finite. roi: None (whole crop) or ints (x0, y0, x1, y1), 0 <= x0 < x1 <= W,
+0 <= y0 < y1 <= H. Each crop is taken to grey (BT.601: 0.299 R + 0.587 G + 0.114 B).
+Returns float64 (count, 3): per crop (variance of the 4-neighbour Laplacian over the ROI's
+pixels off the crop's outer ring [grey levels^2], mean grey [0..255], std of grey [0..255]).)doc");
 
     m.def(
         "simd_level", []() { return std::string(matcher::simd_level_name(matcher::simd_level())); },

@@ -338,7 +338,8 @@ def test_concurrent_searches_match_serial(planted, built):
         idx.remove(ids[:100])  # HNSW: searches use the tombstone selector
         serial = [idx.search(q[i: i + 50], 5) for i in range(0, 400, 50)]
         with ThreadPoolExecutor(4) as pool:
-            par = list(pool.map(lambda i: idx.search(q[i: i + 50], 5), range(0, 400, 50)))
+            par = list(pool.map(lambda i, idx=idx: idx.search(q[i: i + 50], 5),
+                                range(0, 400, 50)))
         for (s1, i1), (s2, i2) in zip(serial, par):
             np.testing.assert_array_equal(i1, i2)
             np.testing.assert_array_equal(s1, s2)
@@ -426,7 +427,7 @@ def test_other_rejects():
     with pytest.raises(InputError):
         idx.threads = 0
     # Strided queries are accepted (copied).
-    s, i = idx.search(np.repeat(GOOD, 2, axis=1)[:, ::2], 1)
+    _, i = idx.search(np.repeat(GOOD, 2, axis=1)[:, ::2], 1)
     np.testing.assert_array_equal(i[:, 0], [1, 2, 3])
 
 
@@ -520,13 +521,17 @@ def test_crafted_faiss_internals_are_rejected(planted, built):
     idx = VectorIndex.from_bytes(built["hnsw"])
     g = idx._faiss.hnsw
     nb = faiss.rev_swig_ptr(g.neighbors.data(), g.neighbors.size())
-    nb[5] = idx._faiss.ntotal + 1000
-    with pytest.raises(InputError, match="HNSW"):
+    keep = int(nb[5])
+    nb[5] = idx._faiss.ntotal + 1000  # (FAISS 1.15's own reader catches this one too)
+    with pytest.raises(InputError, match="HNSW|FAISS"):
         VectorIndex.from_bytes(idx.to_bytes())
-    nb[5] = 0
-    g.entry_point = -7
-    with pytest.raises(InputError, match="HNSW"):
+    nb[5] = keep
+    VectorIndex.from_bytes(idx.to_bytes())  # intact again
+    level = g.max_level
+    g.max_level = level + 3  # search would start above the graph (FAISS does not check)
+    with pytest.raises(InputError, match="HNSW entry point or level"):
         VectorIndex.from_bytes(idx.to_bytes())
+    g.max_level = level
 
     idx = VectorIndex.from_bytes(built["ivf"])
     ivf = faiss.extract_index_ivf(idx._faiss)

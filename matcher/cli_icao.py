@@ -1,0 +1,56 @@
+"""``matcher verify-doc``: a live face against the portrait of an e-passport chip (ICAO 9303 DG2).
+
+Registered on the ``matcher`` group in :mod:`matcher.cli` with
+``main.add_command(verify_doc, "verify-doc")``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from matcher.cli_common import engine_from_options, engine_options
+from matcher.errors import MatcherError
+from matcher.icao import MAX_DG2_BYTES
+
+
+@click.command("verify-doc")
+@click.argument("live", type=click.Path(dir_okay=False))
+@click.argument("dg2", type=click.Path(dir_okay=False))
+@click.option("--fmr", type=float, default=1e-3, show_default=True,
+              help="Target false match rate (a calibrated point: 1e-2, 1e-3, 1e-4, 1e-5).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@engine_options
+def verify_doc(live: str, dg2: str, fmr: float, as_json: bool, backend: str, precision: str,
+               threads: int | None) -> None:
+    """Is the face in LIVE the holder of the e-passport whose Data Group 2 is in DG2?
+
+    DG2 is the raw LDS data group read from the chip (tag 75: ISO/IEC 19794-5 facial record,
+    JPEG or JPEG 2000); its first portrait is compared.
+
+    Exit status: 0 match, 1 no match, 2 error (reason on stderr).
+
+    Example: matcher verify-doc live.jpg dg2.bin --fmr 1e-3
+    """
+    from matcher.icao import verify_document
+
+    # Handles its own errors, so it behaves the same on the `matcher` group or on its own.
+    try:
+        with open(dg2, "rb") as fh:
+            data = fh.read(MAX_DG2_BYTES + 1)  # read_dg2 refuses anything longer
+        d = verify_document(engine_from_options(backend, precision, threads), live, data, fmr=fmr)
+    except MatcherError as exc:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({"match": d.match, "score": round(d.score, 6),
+                               "threshold": round(d.threshold, 6), "fmr": d.fmr, "model": d.model}))
+    else:
+        click.echo(f"{'MATCH' if d.match else 'NO MATCH'}  score {d.score:.4f}  "
+                   f"threshold {d.threshold:.4f} (FMR {d.fmr:g}, {d.model})")
+    sys.exit(0 if d.match else 1)
