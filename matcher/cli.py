@@ -257,10 +257,12 @@ def gallery_create(name, kind, expires, store, key_file, require_encryption, bac
 @click.option("--folder", type=click.Path(file_okay=False, exists=True),
               help="Enrol every Person/*.jpg of this folder, the sub-folder name as subject id.")
 @click.option("--expires", help="ISO 8601 expiry of the enrolled subjects.")
+@click.option("--quality", type=click.Choice(["enrol", "probe", "none"]), default="enrol",
+              show_default=True, help="Quality policy an enrolment image must pass.")
 @store_options
 @engine_options
-def gallery_enroll(name, items, folder, expires, store, key_file, require_encryption, backend,
-                   precision, threads):
+def gallery_enroll(name, items, folder, expires, quality, store, key_file, require_encryption,
+                   backend, precision, threads):
     """Enrol subjects into gallery NAME: `ID IMAGE [IMAGE...]` or --folder DIR.
 
     Prints each image that failed and why; exit 0 when everything enrolled, 2 otherwise.
@@ -286,7 +288,9 @@ def gallery_enroll(name, items, folder, expires, store, key_file, require_encryp
     bar = tqdm(total=len(work), desc=f"enrol {name}", unit="img", disable=not sys.stderr.isatty())
     for i in range(0, len(work), eng.batch_size):
         chunk = work[i:i + eng.batch_size]
-        for (sid, path), res in zip(chunk, eng.templates([p for _, p in chunk], on_error="return")):
+        policy = None if quality == "none" else quality
+        for (sid, path), res in zip(chunk, eng.templates([p for _, p in chunk], on_error="return",
+                                                          quality=policy)):
             if isinstance(res, MatcherError):
                 failed += 1
                 click.echo(f"failed: {path}: {type(res).__name__}: {res}", err=True)

@@ -37,6 +37,10 @@ EXIT_NO_HITS, EXIT_HITS, EXIT_FAILURE = 0, 1, 2
                    "0.003, 0.001); default 0.003. Example: --fpir 0.001")
 @click.option("--threshold", type=float, default=None,
               help="Explicit score threshold instead of --fpir. Example: --threshold 0.45")
+@click.option("--quality", type=click.Choice(["probe", "enrol", "none"]), default="probe",
+              show_default=True,
+              help="Quality policy each face must pass to be screened (model card policies); "
+                   "failures are counted by reason. Example: --quality none")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Candidates per face considered; those at or above the threshold are hits. "
                    "Example: --top-k 3")
@@ -61,8 +65,8 @@ EXIT_NO_HITS, EXIT_HITS, EXIT_FAILURE = 0, 1, 2
               show_default=True, help="Inference precision. Example: --precision fp32")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]),
               default="auto", show_default=True, help="Inference backend. Example: --backend openvino")
-def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, top_k, workers, batch_size,
-           resume, audit, quiet, threads, precision, backend):
+def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, quality, top_k, workers,
+           batch_size, resume, audit, quiet, threads, precision, backend):
     """Screen every face of every probe against a WATCHLIST; write the hits to OUT.
 
     A group photo is screened face by face. Unreadable files, images without a face and other
@@ -104,7 +108,8 @@ def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, top_k, work
             watchlist, probes, out, key=key, fpir=fpir, threshold=threshold, top_k=top_k,
             workers=workers, threads=threads, batch_size=batch_size, resume=resume,
             jsonl=jsonl, audit=audit, engine_options={"backend": backend, "precision": precision},
-            progress=None if quiet else progress, on_failure=failure)
+            progress=None if quiet else progress, on_failure=failure,
+            quality=None if quality == "none" else quality)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: rerun with --resume to continue {out}", err=True)
         sys.exit(EXIT_FAILURE)

@@ -72,6 +72,12 @@ def primary_face(faces: Sequence[Face], width: int, height: int) -> Face:
     return max(faces, key=weight)
 
 
+def _thread_budget() -> dict[str, Any]:
+    from matcher import threads as _threads
+
+    return _threads.current().as_dict()
+
+
 class Engine:
     """Face detection and template extraction with the default YuNet + SFace models.
 
@@ -91,8 +97,10 @@ class Engine:
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_faces: int = 64,
                  batch_size: int = 16, flip: bool = False,
                  quality_policies: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        if threads is None:
-            threads = available_cores()
+        if threads is None:  # the process's thread budget (matcher.threads; all cores by default)
+            from matcher import threads as _threads
+
+            threads = _threads.inference_threads()
         if not isinstance(threads, int) or threads < 1:
             raise InputError(f"threads must be a positive int, got {threads!r}")
         if max_pixels < 1 or max_faces < 1 or batch_size < 1:
@@ -183,16 +191,29 @@ class Engine:
         values = _quality.measure(face, faces, stats, 0.5 if fraction is None else float(fraction))
         return _quality.assess(values, self.quality_scoring, policy[0], policy[1], face)
 
-    def face_templates(self, image: ImageLike) -> list[tuple[Face, Template]]:
-        """Every face in ``image`` with its template (for screening group photos)."""
+    def face_templates(self, image: ImageLike, *, quality: QualityPolicy = None
+                       ) -> list[tuple[Face, Template | QualityError]]:
+        """Every face in ``image`` with its template (for screening group photos). With a
+        ``quality`` policy, a face that fails it comes with its :class:`QualityError` instead."""
         frame = load_image(image, max_pixels=self.max_pixels)
         faces = self.detector.detect(frame)
         if not faces:
             return []
         batch = self.recognizer.new_batch(len(faces))
         self.recognizer.align_into(frame, faces, batch, 0)
-        vecs = self.recognizer.embed(batch)
-        return [(f, self._template(v)) for f, v in zip(faces, vecs)]
+        verdicts: list[QualityError | None] = [None] * len(faces)
+        if quality is not None:
+            policy = self._quality_policy(quality)
+            for i, face in enumerate(faces):
+                q = self._assess(face, faces, batch, i, policy)
+                if not q.passed:
+                    verdicts[i] = QualityError(f"{q.advice}: {'; '.join(q.reasons)} (face {i}, "
+                                               f"policy {q.policy})", q, q.advice)
+        keep = [i for i, v in enumerate(verdicts) if v is None]
+        vecs = self.recognizer.embed(batch[keep]) if keep else np.empty((0, self.recognizer.dim))
+        made = dict(zip(keep, vecs))
+        return [(f, verdicts[i] if verdicts[i] is not None else self._template(made[i]))
+                for i, f in enumerate(faces)]
 
     def _template(self, vector: np.ndarray) -> Template:
         return Template(vector=vector, model=self.model, model_hash=self.model_hash)
@@ -264,6 +285,7 @@ class Engine:
             "backend": self.backend,
             "precision": self.precision,
             "threads": self.threads,
+            "thread_budget": _thread_budget(),
             "simd": _native.simd_level(),
             "model": self.model,
             "model_hash": self.model_hash,

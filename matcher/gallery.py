@@ -176,7 +176,7 @@ class Gallery:
                     "expires_at": self.expires_at.isoformat() if self.expires_at else None}
 
     # ------------------------------------------------------------------ inputs
-    def _as_vectors(self, samples: Any) -> np.ndarray:
+    def _as_vectors(self, samples: Any, quality: Any = None) -> np.ndarray:
         """Unit float32 rows for templates / images / a vector array, checked against the model."""
         if isinstance(samples, np.ndarray) and samples.dtype != np.uint8:
             v = np.asarray(samples, dtype=np.float32)
@@ -199,7 +199,7 @@ class Gallery:
         if images:
             if self.engine is None:
                 raise InputError("enrolling or searching with images needs Gallery(engine)")
-            made = iter(self.engine.templates(images))
+            made = iter(self.engine.templates(images, quality=quality))
             items = [x if isinstance(x, Template) else next(made) for x in items]
         for t in items:
             self._check_template(t)
@@ -222,16 +222,21 @@ class Gallery:
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, subject_id: str, samples: Any, *, metadata: dict[str, Any] | None = None,
-               expires_at: datetime | None = None, replace: bool = False) -> int:
+               expires_at: datetime | None = None, replace: bool = False,
+               quality: Any = "enrol") -> int:
         """Enrol (or add templates to) ``subject_id`` from a template, an image, or a list of
-        them, or an ``(n, dim)`` array of unit vectors. Returns the subject's template count."""
+        them, or an ``(n, dim)`` array of unit vectors. Returns the subject's template count.
+
+        Images must pass the ``quality`` policy (default: the card's strict "enrol" policy;
+        ``None`` skips the check) or :class:`~matcher.errors.QualityError` is raised: a bad
+        enrolment photo would poison every later search."""
         check_subject_id(subject_id)
         meta = _check_metadata(metadata)
         check_time(expires_at, "expires_at")
         first_hash = samples.model_hash if isinstance(samples, Template) else (
             samples[0].model_hash if isinstance(samples, (list, tuple)) and samples
             and isinstance(samples[0], Template) else None)
-        vectors = self._as_vectors(samples)
+        vectors = self._as_vectors(samples, quality)
         with self._lock.write():
             self._bind(vectors, first_hash or (self.engine.model_hash if self.engine else None))
             old = self._subjects.get(subject_id)

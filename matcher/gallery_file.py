@@ -112,12 +112,27 @@ def unpack(data: bytes, key: bytes | None, *, require_encryption: bool = False
     if 4 + jlen > len(body):
         raise GalleryFileError("gallery file metadata length is out of range")
     try:
-        meta = json.loads(body[4:4 + jlen])
+        meta = json.loads(body[4:4 + jlen], parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise GalleryFileError(f"gallery metadata is not valid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting ([[[[...) exhausts the decoder's recursion
+        raise GalleryFileError("gallery metadata is nested too deeply") from None
     if not isinstance(meta, dict):
         raise GalleryFileError("gallery metadata is not an object")
     return meta, body[4 + jlen:]
+
+
+def _no_constant(name: str) -> float:
+    # pack() never writes NaN / Infinity (metadata is checked with allow_nan=False); an int()
+    # of one in Gallery.from_bytes would raise OverflowError instead of a typed error.
+    raise ValueError(f"non-finite number {name} in gallery metadata")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):  # 1e999 parses as infinity
+        raise ValueError(f"non-finite number {text[:20]} in gallery metadata")
+    return v
 
 
 def read(path: Path) -> bytes:

@@ -219,7 +219,8 @@ def _failure(exc: BaseException) -> ProbeResult:
     return ProbeResult([], type(exc).__name__, str(exc))
 
 
-def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = None
+def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = None,
+            quality: Any = None
             ) -> tuple[tuple[str, str] | None, list[ProbeResult]]:
     """Faces and vectors of each probe; failures are results, never raised. Returns the
     (model, model_hash) the vectors belong to (the engine's; None for templates files)."""
@@ -239,12 +240,17 @@ def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = N
                     t = Template.from_bytes(f.read(p.span[1]))
                     out.append(ProbeResult([(None, t.vector)], model=(t.model, t.model_hash)))
                     continue
-                found = engine.face_templates(p.path)
+                found = engine.face_templates(p.path, quality=quality)
                 if not found:
                     out.append(ProbeResult([], "NoFaceError", "no face found in the image"))
                     continue
+                good = [(face, t) for face, t in found if not isinstance(t, MatcherError)]
+                if not good:  # every face failed the quality policy: count it by its reason
+                    err = found[0][1]
+                    out.append(ProbeResult([], f"QualityError ({err.reason})", str(err)))
+                    continue
                 out.append(ProbeResult([(tuple(float(v) for v in face.box), t.vector)
-                                        for face, t in found]))
+                                        for face, t in good]))
             except Exception as exc:  # noqa: BLE001  a bad file is a counted failure, never fatal
                 out.append(_failure(exc))
     finally:
@@ -257,18 +263,22 @@ def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = N
 _WORKER_ENGINE: Any = None
 
 
-def _worker_init(engine_kwargs: dict[str, Any]) -> None:
+_WORKER_QUALITY: Any = None
+
+
+def _worker_init(engine_kwargs: dict[str, Any], quality: Any = None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and checkpoints
-    global _WORKER_ENGINE
+    global _WORKER_ENGINE, _WORKER_QUALITY
     from matcher.engine import Engine
 
     _WORKER_ENGINE = Engine(**engine_kwargs)
+    _WORKER_QUALITY = quality
 
 
 def _worker_extract(probes: list[Probe]) -> tuple[tuple[str, str] | None, list[ProbeResult]]:
-    return extract(_WORKER_ENGINE, probes)
+    return extract(_WORKER_ENGINE, probes, quality=_WORKER_QUALITY)
 
 
 def default_workers(cores: int | None = None) -> int:
@@ -457,7 +467,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
            audit: str | Path | bool | None = None, engine: Any = None,
            engine_options: dict[str, Any] | None = None,
            progress: Callable[[ScreenSummary], None] | None = None,
-           on_failure: Callable[[str, str, str], None] | None = None) -> ScreenSummary:
+           on_failure: Callable[[str, str, str], None] | None = None,
+           quality: Any = None) -> ScreenSummary:
     """Screen every face of every probe against ``watchlist`` and write the hits to ``out``.
 
     ``watchlist``: a gallery file path (``key`` for an encrypted one) or a :class:`Gallery`.
@@ -466,6 +477,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     ``engine``: an Engine to use in-process (else one is made from ``engine_options`` +
     ``threads``); ``workers`` > 1 spawns processes with their own engines instead.
     ``audit``: audit log path (default ``<out>.audit.jsonl``; ``False``: none).
+    ``quality``: a quality policy ("probe", "enrol", a mapping; None: no check) each face must
+    pass to be screened; faces that fail are counted as ``QualityError (<reason>)``.
     ``progress(summary)`` is called after each checkpoint; ``on_failure(probe, error type,
     message)`` for each failed probe. Returns the cumulative :class:`ScreenSummary`.
     Raises :class:`MatcherError` (bad arguments, watchlist, existing output, resume mismatch).
@@ -511,7 +524,9 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
         else out.with_name(out.name + ".audit.jsonl")
     identity = {"version": CHECKPOINT_VERSION, "format": "jsonl" if jsonl else "csv",
                 "watchlist_sha256": wl_sha, "threshold": thr, "fpir": fpir, "top_k": top_k,
-                "probes": total, "probe_fingerprint": source.fingerprint()}
+                "probes": total, "probe_fingerprint": source.fingerprint(),
+                "quality": quality if isinstance(quality, (str, type(None))) else
+                json.dumps(quality, sort_keys=True)}
 
     summary = ScreenSummary(probes=total, ignored=source.ignored, threshold=thr, fpir=fpir)
     state: dict[str, Any] = {**identity, "done": 0, "offset": 0, "faces": 0, "hits": 0,
@@ -575,14 +590,14 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 from matcher.engine import Engine
 
                 engine = Engine(threads=threads or cores, **(engine_options or {}))
-            results = (extract(engine, b) for b in batches)
+            results = (extract(engine, b, quality=quality) for b in batches)
         else:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
 
             kwargs = {**(engine_options or {}), "threads": threads or max(1, cores // workers)}
             pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                       initializer=_worker_init, initargs=(kwargs,))
+                                       initializer=_worker_init, initargs=(kwargs, quality))
             results = _ordered(pool, batches, 2 * workers)
 
         for batch, (mkey, res) in zip(batches, results):
@@ -630,7 +645,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 "processed_this_run": summary.processed - summary.resumed_from,
                 "faces": summary.faces, "hits": summary.hits,
                 "probes_with_hits": summary.probes_with_hits, "failures": summary.failures,
-                "operating_point": {"fpir": fpir, "threshold": thr, "top_k": top_k},
+                "operating_point": {"fpir": fpir, "threshold": thr, "top_k": top_k,
+                                    "quality": identity["quality"]},
                 "model": gallery.model, "model_hash": gallery.model_hash,
                 "output": str(out.resolve()), "matcher_version": _matcher_version()})
     return summary

@@ -131,7 +131,8 @@ def unseal(blob: bytes, key: bytes, *, now: datetime | None = None) -> Template:
         raise TamperedError(
             f"sealed header says model {h.model_raw.decode('ascii')}#{h.model_hash.hex()}, "
             f"the template inside is {template.model}#{template.model_hash}")
-    if now_delta >= timedelta(seconds=h.expires):
+    # Whole seconds, compared as ints: a u64 expiry can exceed timedelta's range (OverflowError).
+    if now_delta.days * 86400 + now_delta.seconds >= h.expires:
         raise ExpiredError(f"sealed template expired at {_format_expiry(h.expires)} "
                            f"(now {now_dt.astimezone(timezone.utc).isoformat()})")
     return template

@@ -520,7 +520,13 @@ py::array_t<double> py_crop_stats(const py::object& batch_obj, int64_t offset, i
             if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v)) {
                 type_error(fn, "roi values must be ints, got " + type_name(v));
             }
-            roi[k] = v.cast<int64_t>();
+            int overflow = 0;
+            const long long val = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+            if (overflow != 0 || (val == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                value_error(fn, "roi values must fit in 64 bits");
+            }
+            roi[k] = static_cast<int64_t>(val);
         }
         if (!(0 <= roi[0] && roi[0] < roi[2] && roi[2] <= w && 0 <= roi[1] && roi[1] < roi[3] &&
               roi[3] <= h)) {

@@ -194,9 +194,9 @@ RUNNER = """
 import sys, time
 import matcher.engine as me
 _orig = me.Engine.face_templates
-def _slow(self, image):
+def _slow(self, image, **kw):
     time.sleep(float(sys.argv[1]))
-    return _orig(self, image)
+    return _orig(self, image, **kw)
 me.Engine.face_templates = _slow
 from matcher.cli_screen import screen
 screen.main(sys.argv[2:], prog_name="matcher screen")
@@ -214,7 +214,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, watchlist, astronaut
     runner.write_text(RUNNER)
     out, ref = tmp_path / "hits.csv", tmp_path / "ref.csv"
     args = ["--watchlist", str(watchlist), "--probes", str(d), "--out", str(out),
-            "--workers", "1", "--batch-size", "2", "--threshold", "0.3", "--quiet"]
+            "--workers", "1", "--batch-size", "2", "--threshold", "0.3", "--quiet",
+            "--quality", "none"]  # 256 px frames: the probe policy would turn these away
     proc = subprocess.Popen([sys.executable, str(runner), "0.25", *args])
     ckpt = tmp_path / "hits.csv.progress"
     deadline = time.monotonic() + 120
@@ -283,7 +284,7 @@ def test_exit_codes(tmp_path, watchlist, engine, astronaut_bgr):
     r = _run("--watchlist", watchlist, "--probes", bad, "--out", tmp_path / "d.csv")
     assert r.exit_code == 2 and "'path' column" in r.stderr
     # a CSV probe list: relative paths against the CSV's folder
-    cv2.imwrite(str(tmp_path / "face.jpg"), cv2.resize(astronaut_bgr, (256, 256)))
+    cv2.imwrite(str(tmp_path / "face.jpg"), cv2.resize(astronaut_bgr, (384, 384)))
     (tmp_path / "list2.csv").write_text("id,path\n1,face.jpg\n2,\n3,gone.jpg\n")
     r1 = _run("--watchlist", watchlist, "--probes", tmp_path / "list2.csv",
               "--out", tmp_path / "e.csv", "--workers", "1")
@@ -348,3 +349,14 @@ def test_lfw_end_to_end_matches_identify_many(tmp_path, lfw_dir, engine):
     assert len(mated) >= 18, f"only {len(mated)}/20 mated probes hit their own subject"
     print(f"\nlfw screen: {s.faces} faces in 60 probes, {s.hits} hits, {len(mated)}/20 mated "
           f"rank-1, threshold {thr:.4f} (FPIR 0.01, N=20)")
+
+
+def test_quality_failures_are_counted_by_reason(tmp_path, watchlist, astronaut_bgr):
+    d = tmp_path / "probes"
+    d.mkdir()
+    cv2.imwrite(str(d / "small.jpg"), cv2.resize(astronaut_bgr, (160, 160)))  # eyes ~14 px apart
+    cv2.imwrite(str(d / "fine.jpg"), astronaut_bgr)
+    s = screen(watchlist, d, tmp_path / "hits.csv", threshold=0.3, quality="probe")
+    assert s.failures == {"QualityError (move closer)": 1}
+    s = screen(watchlist, d, tmp_path / "all.csv", threshold=0.3, quality=None)
+    assert not s.failures
