@@ -132,7 +132,7 @@ def mutate_json(rng: random.Random, obj: Any) -> Any:
         return random_json(rng)
     path: list[Any] = []
     node = obj
-    while isinstance(node, (dict, list)) and node and rng.random() < 0.8:
+    while isinstance(node, (dict, list)) and node and (not path or rng.random() < 0.8):
         key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
         path.append((node, key))
         node = node[key]
@@ -460,7 +460,16 @@ def _gallery_target(encrypted: bool) -> Callable[[random.Random, np.random.Gener
         key = s.key if (encrypted or rng.random() < 0.1) else None
         if encrypted and rng.random() < 0.05:
             key = rng.choice([None, s.other_key])
-        g = Gallery.from_bytes(data, key=key, require_encryption=encrypted and rng.random() < 0.5)
+        try:
+            g = Gallery.from_bytes(data, key=key,
+                                   require_encryption=encrypted and rng.random() < 0.5)
+        except MemoryError as e:
+            raise Bad(f"memory bomb: {e!r}") from None
+        except Exception as e:  # noqa: BLE001
+            if "(MemoryError)" in str(e):  # index.py turns FAISS' bad_alloc into InputError
+                raise Bad(f"memory bomb (allocation beyond the worker's address-space limit): "
+                          f"{e}") from None
+            raise
         _use_gallery(g, rng, nrng)
     return run
 
@@ -743,12 +752,16 @@ def run_one(target: str, seed: int, index: int) -> str | None:
 
 # -------------------------------------------------------------------------------------- worker
 def worker(target: str, seed: int, start: int, count: int, state_path: str, time_cap: float,
-           failures_path: str) -> None:
+           failures_path: str, max_memory_gb: float = 0) -> None:
     import faulthandler
     import warnings
 
     warnings.simplefilter("ignore")  # Pillow / numpy warnings about odd inputs are not failures
     faulthandler.enable()
+    if max_memory_gb > 0:  # a shared machine: a memory bomb fails fast instead of swapping
+        import resource
+        lim = int(max_memory_gb * 1024**3)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
     seeds()
     target_names()
     fd = os.open(state_path, os.O_RDWR)
@@ -767,7 +780,7 @@ def worker(target: str, seed: int, start: int, count: int, state_path: str, time
 
 
 def supervise(target: str, seed: int, start: int, count: int, time_cap: float,
-              quiet: bool = False) -> dict[str, Any]:
+              quiet: bool = False, max_memory_gb: float = 6.0) -> dict[str, Any]:
     """Run ``count`` inputs of ``target`` in worker processes; a crash or hang is recorded
     with its input index and the run continues after it."""
     failures: list[dict[str, Any]] = []
@@ -783,7 +796,8 @@ def supervise(target: str, seed: int, start: int, count: int, time_cap: float,
             proc = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--worker", "--target", target,
                  "--seed", str(seed), "--start", str(pos), "--count", str(end - pos),
-                 "--time-cap", str(time_cap), "--state", state, "--failures", fails],
+                 "--time-cap", str(time_cap), "--state", state, "--failures", fails,
+                 "--max-memory-gb", str(max_memory_gb)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
             with open(state, "rb") as f:
                 at, done = struct.unpack("<qq", f.read(16))
@@ -810,6 +824,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0, help="first input index")
     p.add_argument("--time-cap", type=float, default=5.0,
                    help="seconds one input may take before it counts as a hang")
+    p.add_argument("--max-memory-gb", type=float, default=6.0,
+                   help="address-space limit of a worker (0: none); an input that allocates "
+                        "beyond it is reported as a memory bomb")
     p.add_argument("--json", help="write the summary to this file")
     p.add_argument("--list", action="store_true")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -821,7 +838,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(names))
         return 0
     if a.worker:
-        worker(a.target[0], a.seed, a.start, a.count, a.state, a.time_cap, a.failures)
+        worker(a.target[0], a.seed, a.start, a.count, a.state, a.time_cap, a.failures,
+               a.max_memory_gb)
         return 0
     chosen = a.target or names
     unknown = [t for t in chosen if t not in names]
@@ -829,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown target(s) {unknown}; --list shows them")
     results = []
     for t in chosen:
-        r = supervise(t, a.seed, a.start, a.count, a.time_cap)
+        r = supervise(t, a.seed, a.start, a.count, a.time_cap, max_memory_gb=a.max_memory_gb)
         results.append(r)
         print(f"{t:32s} {r['inputs']:>8d} inputs  {r['seconds']:>8.1f} s  "
               f"{r['rate_per_s']:>8.1f}/s  failures: {len(r['failures'])}", flush=True)

@@ -38,6 +38,10 @@ def bench(out: str, quick: bool, large: bool, threads: int | None, faces: int | 
 
     Example: matcher bench --out bench-report
     """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise click.UsageError("matcher bench plots with matplotlib: pip install 'matcher[bench]'")
     from matcher import bench as b
 
     args = ["matcher", "bench", "--out", out] + (["--quick"] if quick else []) + (

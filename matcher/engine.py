@@ -15,7 +15,7 @@ from matcher import quality as _quality
 from matcher._pair import cosine
 from matcher.calibration import lookup, thresholds_for
 from matcher.decision import Decision
-from matcher.backends import available_cores, make_runner, resolve
+from matcher.backends import make_runner, resolve
 from matcher.detector import YuNetDetector
 from matcher.errors import (InputError, MatcherError, ModelError, ModelMismatchError, NoFaceError,
                             QualityError)

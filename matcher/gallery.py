@@ -203,6 +203,8 @@ class Gallery:
             items = [x if isinstance(x, Template) else next(made) for x in items]
         for t in items:
             self._check_template(t)
+        if len({t.model_hash for t in items}) > 1:
+            raise ModelMismatchError("templates of different model hashes in one enrolment")
         return np.stack([t.vector for t in items])
 
     def _check_template(self, t: Template) -> None:
@@ -211,8 +213,12 @@ class Gallery:
                                      f"{self.model}#{self.model_hash}")
 
     def _bind(self, vectors: np.ndarray, model_hash: str | None) -> None:
+        """Bind an unbound gallery to the first enrolment's model hash (under the write lock)."""
         if self.model_hash is None:
             self.model_hash = model_hash
+        elif model_hash is not None and model_hash != self.model_hash:  # raced another first enrol
+            raise ModelMismatchError(f"templates are from {self.model}#{model_hash}; this gallery "
+                                     f"holds {self.model}#{self.model_hash}")
         if self._dim is None:
             self._dim = int(vectors.shape[1])
         if vectors.shape[1] != self._dim:

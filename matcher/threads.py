@@ -57,8 +57,18 @@ from typing import Any
 
 from matcher.errors import InputError
 
-__all__ = ["MODES", "ThreadBudget", "plan", "configure", "current", "inference_threads",
-           "ensure_configured", "budget", "reset", "limits_report"]
+__all__ = [
+    "MODES",
+    "ThreadBudget",
+    "budget",
+    "configure",
+    "current",
+    "ensure_configured",
+    "inference_threads",
+    "limits_report",
+    "plan",
+    "reset",
+]
 
 MODES = ("latency", "throughput")
 ENV_TOTAL = "MATCHER_THREADS"
@@ -175,7 +185,6 @@ def reset() -> None:
         _active = None
         try:
             import faiss
-
             from threadpoolctl import threadpool_info
             omp = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
             faiss.omp_set_num_threads(max(omp) if omp else _cores())
@@ -209,7 +218,6 @@ def inference_threads() -> int:
 def budget(total: int | None = None, mode: str | None = None) -> Iterator[ThreadBudget]:
     """``with budget(2, "throughput") as b:`` configure for the block, then restore the previous
     budget (or none)."""
-    global _active
     before = _active
     b = configure(total, mode)
     try:

@@ -350,3 +350,14 @@ def test_cli_gallery_round_trip(astronaut_bgr, tmp_path):
     assert json.loads(r.output)["subjects"] == 0
     r = run(main, ["identify", str(probe), "-g", "NOPE", *store, "--threads", "1"])
     assert r.exit_code == 2
+
+
+def test_unbound_gallery_binds_to_one_model_hash():
+    rng = np.random.default_rng(8)
+    g = Gallery(MODEL)  # no hash: the first enrolment binds it
+    with pytest.raises(ModelMismatchError):
+        g.enroll("A", [tpl(unit(rng, 1)[0]), tpl(unit(rng, 1)[0], h="fedcba9876543210")])
+    g.enroll("A", tpl(unit(rng, 1)[0]))
+    assert g.model_hash == HASH
+    with pytest.raises(ModelMismatchError):
+        g.enroll("B", tpl(unit(rng, 1)[0], h="fedcba9876543210"))
