@@ -9,6 +9,9 @@ kinds differ only in how candidates are found:
     (one single-threaded pass, SIMD-dispatched; no FAISS).
 ``"hnsw"``
     FAISS ``IndexHNSWFlat`` (M=32, efConstruction=80; efSearch = max(64, 2 * candidates)).
+    Measured on random 128-d unit vectors with planted mates at cosine 0.6-0.8 (2 cores):
+    build 35-50 s at 10^5 and 605 s at 10^6 (2 threads), ~1.4 KiB per template; mate
+    recall@1 0.95 at 10^5 but 0.53 at 10^6 with k=1 (efSearch 64).
 ``"ivf"``
     FAISS ``IVF{nlist},SQ8``: nlist = 4 * sqrt(N) rounded to a power of two and clamped to
     [64, 65536] (and to N / 39, so k-means has >= 39 points per list), trained on a
