@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from matcher.cli_common import engine_from_options, engine_options
+from matcher.cli_common import engine_from_options, engine_options, exit_with_decision, fail
 from matcher.errors import MatcherError
 
 
@@ -18,12 +17,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except MatcherError as exc:
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(2)
-        except OSError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+        except (MatcherError, OSError) as exc:
+            fail(exc)
 
 
 @click.group(cls=_Group)
@@ -185,14 +180,8 @@ def verify(probe: str, reference: str, fmr: float, key_file: str | None, as_json
     """
     key = Path(key_file).read_bytes() if key_file else None
     eng = engine_from_options(backend, precision, threads)
-    d = eng.verify(_load_side(probe, key), _load_side(reference, key), fmr=fmr)
-    if as_json:
-        click.echo(json.dumps({"match": d.match, "score": round(d.score, 6),
-                               "threshold": round(d.threshold, 6), "fmr": d.fmr, "model": d.model}))
-    else:
-        click.echo(f"{'MATCH' if d.match else 'NO MATCH'}  score {d.score:.4f}  "
-                   f"threshold {d.threshold:.4f} (FMR {d.fmr:g}, {d.model})")
-    sys.exit(0 if d.match else 1)
+    exit_with_decision(eng.verify(_load_side(probe, key), _load_side(reference, key), fmr=fmr),
+                       as_json)
 
 
 # ---------------------------------------------------------------------- galleries (1:N)

@@ -6,12 +6,10 @@ Registered on the ``matcher`` group in :mod:`matcher.cli` with
 
 from __future__ import annotations
 
-import json
-import sys
 
 import click
 
-from matcher.cli_common import engine_from_options, engine_options
+from matcher.cli_common import engine_from_options, engine_options, exit_with_decision, fail
 from matcher.errors import MatcherError
 from matcher.icao import MAX_DG2_BYTES
 
@@ -41,16 +39,6 @@ def verify_doc(live: str, dg2: str, fmr: float, as_json: bool, backend: str, pre
         with open(dg2, "rb") as fh:
             data = fh.read(MAX_DG2_BYTES + 1)  # read_dg2 refuses anything longer
         d = verify_document(engine_from_options(backend, precision, threads), live, data, fmr=fmr)
-    except MatcherError as exc:
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(json.dumps({"match": d.match, "score": round(d.score, 6),
-                               "threshold": round(d.threshold, 6), "fmr": d.fmr, "model": d.model}))
-    else:
-        click.echo(f"{'MATCH' if d.match else 'NO MATCH'}  score {d.score:.4f}  "
-                   f"threshold {d.threshold:.4f} (FMR {d.fmr:g}, {d.model})")
-    sys.exit(0 if d.match else 1)
+    except (MatcherError, OSError) as exc:
+        fail(exc)
+    exit_with_decision(d, as_json)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import matcher
-from matcher.calibration import lookup, thresholds_for, write_into_card
+from matcher.calibration import lookup, write_into_card
 from matcher.cli import main
 from matcher.decision import Decision
 from matcher.errors import CalibrationError, ModelMismatchError, NoFaceError
