@@ -72,6 +72,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterable
@@ -181,6 +182,45 @@ def _train_minimum(index: faiss.Index) -> int:
         if pq is not None:
             need = max(need, int(pq.ksub))
     return max(MIN_GENERIC_TRAIN, MIN_POINTS_PER_LIST * need)
+
+
+#: Address space a trial load may use beyond the child's own, per byte of serialised FAISS index
+#: (a loaded index is about as large as its serialised form; 4x leaves room for FAISS's buffers).
+TRIAL_LOAD_FACTOR = 4
+TRIAL_LOAD_SLACK = 256 * 1024**2
+
+_TRIAL_LOADER = """
+import resource, sys
+import numpy as np
+import faiss
+data = sys.stdin.buffer.read()
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+limit = vm + int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+faiss.deserialize_index(np.frombuffer(data, np.uint8))
+"""
+
+
+def _trial_load(blob: np.ndarray) -> None:
+    """Load untrusted FAISS bytes once in a child process capped to a few times their size.
+
+    FAISS's reader allocates whatever a length field claims before it finds the data missing,
+    so a forged field could make the gate process allocate gigabytes for seconds. The child takes
+    that hit instead; only bytes that load within the cap reach ``faiss.deserialize_index`` here.
+    Linux only (``RLIMIT_AS``, ``/proc``); elsewhere the bytes are loaded directly.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    budget = TRIAL_LOAD_FACTOR * blob.size + TRIAL_LOAD_SLACK
+    try:
+        res = subprocess.run([sys.executable, "-c", _TRIAL_LOADER, str(budget)],
+                             input=blob.tobytes(), capture_output=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _err(f"serialised VectorIndex: trial load of the FAISS index failed ({exc})") from None
+    if res.returncode != 0:
+        raise _err("serialised VectorIndex: the FAISS index does not load within "
+                   f"{budget} bytes (corrupt or forged lengths)")
 
 
 def _err(msg: str) -> InputError:
@@ -907,6 +947,7 @@ class _Reader:
                 raise _err("serialised VectorIndex has invalid slots")
         (size,) = self.unpack("<Q", "FAISS length")
         blob = np.frombuffer(self.take(size, "FAISS index"), np.uint8)
+        _trial_load(blob)
         try:
             _omp(idx._threads)
             index = faiss.deserialize_index(blob)

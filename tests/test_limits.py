@@ -142,3 +142,23 @@ def test_engine_limits_are_validated_and_bound_faces(engine, astronaut_bgr) -> N
     assert len(one.detect(tiled)) == 1
     with pytest.raises(errors.ImageTooLargeError):
         matcher.Engine(max_pixels=1000).detect(tiled)
+
+
+def test_forged_faiss_length_is_refused_without_a_large_allocation():
+    """A FAISS blob claiming 12 GB of vectors is tried in a memory-capped child first."""
+    import faiss
+
+    from matcher.errors import InputError
+    from matcher.index import _trial_load
+
+    idx = faiss.IndexFlatIP(4)
+    idx.add(np.ones((10, 4), np.float32))
+    good = faiss.serialize_index(idx).tobytes()
+    assert struct.unpack_from("<Q", good, 37) == (40,)  # IndexFlat: header, then len(xb)
+    forged = bytearray(good)
+    struct.pack_into("<Q", forged, 37, 3 << 30)  # 3 G floats = 12 GB
+    t = time.monotonic()
+    with pytest.raises(InputError, match="does not load"):
+        _trial_load(np.frombuffer(bytes(forged), np.uint8))
+    assert time.monotonic() - t < 10
+    _trial_load(np.frombuffer(good, np.uint8))  # a real index passes
