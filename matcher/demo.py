@@ -85,6 +85,14 @@ def _run_pairs(eng: Engine, pairs: list[Pair], echo: Callable[[str], None]) -> d
          f"impostor mean {summary['impostor_mean']:.3f}")
     echo(f"protocol accuracy (threshold chosen on the other folds): {100 * acc:.2f}% "
          f"± {100 * std:.2f}")
+    for fmr in (1e-3, 1e-4):
+        t = eng.operating_points.get(fmr)
+        if t is not None:
+            fnmr = float(np.mean(scores[genuine] < t))
+            fm = int(np.sum(scores[~genuine] >= t))
+            summary[f"fnmr_at_{fmr:g}"] = fnmr
+            echo(f"decisions at the calibrated FMR {fmr:g} threshold {t:.4f}: "
+                 f"{100 * fnmr:.2f}% of genuine pairs rejected, {fm} impostor pair(s) accepted")
     hardest = usable[int(np.argmin(np.where(genuine, scores, 2)))]
     worst = usable[int(np.argmax(np.where(genuine, -2, scores)))]
     echo(f"least similar genuine pair: {hardest.a.name} ~ {hardest.b.name} "
