@@ -1,0 +1,386 @@
+"""A gallery sharded over Ray actors: the same 1:N answers as one :class:`~matcher.Gallery`.
+
+:class:`ShardedGallery` splits subjects over ``shards`` Ray actors, each holding an ordinary
+:class:`~matcher.gallery.Gallery`. A subject lives on exactly one shard, chosen by a stable hash
+of its id (BLAKE2b of the UTF-8 id modulo the shard count), so every template of a subject is
+fused on one shard. A search fans out to every shard; each returns its top-``k`` fused
+candidates, the driver merges them (the global top-``k`` subjects are among the union of the
+per-shard top-``k``) and decides with the FPIR threshold for the *whole* gallery (the sum of the
+shard template counts). With exact indexes (``kind="flat"``, or ``"auto"`` while every shard and
+the single gallery it is compared with stay at or below 100,000 templates) candidates, scores and
+decisions equal a single-process gallery holding the same data.
+
+Templates and unit-vector rows only: no images. Turn images into templates with an
+:class:`~matcher.Engine` on the caller's side (an Engine may be passed as ``model``; only its
+model id and hash are used).
+
+A shard actor that dies is reported as :class:`ShardError` naming the shard; no partial answer is
+ever returned. :meth:`ShardedGallery.restart_shard` recreates it from the last :meth:`save` /
+:meth:`load` directory (changes to that shard since then are lost). ``save`` has every shard write
+its own file, so on a multi-node cluster the directory must be on a filesystem every node sees.
+
+Ray is optional: ``pip install 'matcher[ray]'``. ``import matcher`` never imports Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import ray
+    import ray.exceptions as _rex
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError("matcher.distributed needs Ray: pip install 'matcher[ray]'") from exc
+
+from matcher.errors import InputError, MatcherError, ModelMismatchError
+from matcher.gallery import MAX_K, Candidate, Gallery, Identification, check_subject_id, check_time
+from matcher.types import Template
+
+MANIFEST = "manifest.json"
+_FORMAT = "matcher-sharded-gallery"
+#: Errors meaning the actor process is gone (or unreachable) rather than that a call failed.
+_DEAD = tuple(e for e in (getattr(_rex, "RayActorError", None),
+                          getattr(_rex, "ActorDiedError", None),
+                          getattr(_rex, "ActorUnavailableError", None)) if e is not None)
+
+
+class ShardError(MatcherError):
+    """A shard actor died or is unreachable. ``.shards`` lists the shard numbers concerned."""
+
+    def __init__(self, message: str, shards: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.shards = list(shards)
+
+
+def shard_of(subject_id: str, shards: int) -> int:
+    """The shard holding ``subject_id``: stable across processes, machines and Python versions."""
+    digest = hashlib.blake2b(subject_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def shard_file(i: int) -> str:
+    return f"shard-{i:04d}.gallery"
+
+
+@ray.remote
+class _Shard:
+    """One shard: an in-process Gallery inside a Ray actor."""
+
+    def __init__(self, model: str, model_hash: str | None, kind: str, threads: int,
+                 path: str | None = None, key: bytes | None = None) -> None:
+        if path is not None:
+            self.g = Gallery.load(path, key=key, require_encryption=key is not None,
+                                  threads=threads)
+        else:
+            self.g = Gallery(model, model_hash, kind=kind, threads=threads)
+
+    def bind(self, model_hash: str) -> None:
+        if self.g.model_hash is None:
+            self.g.model_hash = model_hash
+
+    def enroll(self, subject_id: str, vectors: np.ndarray, metadata: dict | None,
+               expires_at: datetime | None, replace: bool) -> int:
+        return self.g.enroll(subject_id, vectors, metadata=metadata, expires_at=expires_at,
+                             replace=replace)
+
+    def enroll_many(self, ids: list[str], vectors: np.ndarray,
+                    expires_at: datetime | None) -> int:
+        return self.g.enroll_many(ids, vectors, expires_at=expires_at)
+
+    def remove(self, subject_id: str) -> bool:
+        return self.g.remove(subject_id)
+
+    def purge_expired(self, now: datetime | None) -> list[str]:
+        return self.g.purge_expired(now)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[int, list[list[tuple[str, float]]]]:
+        """(templates searched, per probe [(subject id, fused score)] best first)."""
+        # The threshold only sets the shard's own decision, which the driver ignores.
+        res = self.g.identify_many(q, k, None, threshold=1.0)
+        n = res[0].gallery_templates if res else self.g.template_count
+        return n, [[(c.subject_id, c.score) for c in r.candidates] for r in res]
+
+    def template_count(self) -> int:
+        return self.g.template_count
+
+    def info(self) -> dict[str, Any]:
+        return self.g.info()
+
+    def save(self, path: str, key: bytes | None) -> int:
+        self.g.save(path, key=key)
+        return self.g.template_count
+
+
+class ShardedGallery:
+    """A gallery split over ``shards`` Ray actors, searched as one (see the module docstring).
+
+    ``model`` is a model id (or an Engine, of which only the id and hash are kept); ``model_hash``
+    binds the gallery to one pipeline (when omitted, the first enrolled templates bind it).
+    ``ray_address`` is passed to ``ray.init`` if Ray is not initialised yet. ``kind`` and
+    ``threads`` are each shard's index kind and FAISS threads. ``actor_options`` go to
+    ``_Shard.options`` (e.g. ``{"num_cpus": 1, "max_concurrency": 4}``).
+    Accepts :class:`~matcher.Template` objects and ``(n, dim)`` unit-vector arrays, never images.
+    """
+
+    def __init__(self, model: Any, model_hash: str | None = None, *, shards: int,
+                 ray_address: str | None = None, kind: str = "auto", threads: int = 1,
+                 actor_options: dict[str, Any] | None = None,
+                 _load_dir: Path | None = None, _key: bytes | None = None) -> None:
+        if hasattr(model, "model") and hasattr(model, "model_hash"):  # an Engine
+            model, model_hash = model.model, model_hash or model.model_hash
+        if not isinstance(model, str) or not model:
+            raise InputError("model must be an Engine or a model id string")
+        if type(shards) is not int or shards < 1:
+            raise InputError(f"shards must be a positive int, got {shards!r}")
+        if not ray.is_initialized():
+            ray.init(address=ray_address, ignore_reinit_error=True)
+        self.model = model
+        self.model_hash = model_hash
+        self.kind = kind
+        self.threads = threads
+        self.shards = shards
+        self._actor_options = dict(actor_options or {})
+        self._saved: Path | None = _load_dir
+        self._key = _key
+        self._calib: Gallery | None = None
+        self._actors = [self._new_actor(i) for i in range(shards)]
+
+    # ------------------------------------------------------------------ actors
+    def _new_actor(self, i: int) -> Any:
+        path = str(self._saved / shard_file(i)) if self._saved is not None else None
+        cls = _Shard.options(**self._actor_options) if self._actor_options else _Shard
+        return cls.remote(self.model, self.model_hash, self.kind, self.threads, path, self._key)
+
+    def _gather(self, refs: Sequence[tuple[int, Any]]) -> list[Any]:
+        """``ray.get`` each (shard, ref); dead shards become one :class:`ShardError` naming them
+        all, a shard's own MatcherError is re-raised as itself."""
+        out, dead, why = [], [], []
+        for i, ref in refs:
+            try:
+                out.append(ray.get(ref))
+            except _DEAD as exc:
+                dead.append(i)
+                why.append(type(exc).__name__)
+                out.append(None)
+            except _rex.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, MatcherError):
+                    raise cause from None
+                raise
+        if dead:
+            names = ", ".join(f"shard {i} of {self.shards} ({w})" for i, w in zip(dead, why))
+            raise ShardError(f"{names} is not available: its actor died or cannot be reached; "
+                             "call restart_shard(i) to reload it from the last save", dead)
+        return out
+
+    def _all(self, method: str, *args: Any) -> list[Any]:
+        return self._gather([(i, getattr(a, method).remote(*args))
+                             for i, a in enumerate(self._actors)])
+
+    def restart_shard(self, i: int) -> None:
+        """Replace shard ``i``'s actor by a new one loaded from the last save / load directory
+        (what was enrolled on that shard since is lost; re-enrol it). ``ShardError`` if the
+        gallery was never saved or loaded."""
+        if type(i) is not int or not 0 <= i < self.shards:
+            raise InputError(f"shard must be an int in 0..{self.shards - 1}, got {i!r}")
+        if self._saved is None:
+            raise ShardError(f"shard {i}: nothing to restart from; save() the gallery first", [i])
+        with contextlib.suppress(Exception):  # the actor may be gone already
+            ray.kill(self._actors[i], no_restart=True)
+        self._actors[i] = self._new_actor(i)
+        self._gather([(i, self._actors[i].template_count.remote())])  # wait until it is up
+
+    def shard_of(self, subject_id: str) -> int:
+        return shard_of(check_subject_id(subject_id), self.shards)
+
+    # ------------------------------------------------------------------ inputs
+    def _vectors(self, samples: Any) -> tuple[np.ndarray, str | None]:
+        """Float32 rows and the templates' model hash (None for raw vectors)."""
+        if isinstance(samples, np.ndarray):
+            if samples.dtype == np.uint8:
+                raise InputError("ShardedGallery takes templates or unit vectors, not images")
+            if self.model_hash is None:
+                raise InputError("bind the gallery to a model hash before enrolling raw vectors")
+            v = np.asarray(samples, dtype=np.float32)
+            if v.ndim == 1:
+                v = v[None, :]
+            if v.ndim != 2 or v.shape[0] == 0:
+                raise InputError(f"vectors must be (n, dim), got shape {samples.shape}")
+            return np.ascontiguousarray(v), None
+        items = list(samples) if isinstance(samples, (list, tuple)) else [samples]
+        if not items:
+            raise InputError("nothing to enrol")
+        for t in items:
+            if not isinstance(t, Template):
+                raise InputError("ShardedGallery takes templates or unit vectors, not images: "
+                                 "make templates with an Engine first")
+            if t.model != self.model or (self.model_hash is not None
+                                         and t.model_hash != self.model_hash):
+                raise ModelMismatchError(f"template is from {t.model}#{t.model_hash}; this "
+                                         f"gallery holds {self.model}#{self.model_hash}")
+        if len({t.model_hash for t in items}) > 1:
+            raise ModelMismatchError("templates of different model hashes in one call")
+        return np.stack([t.vector for t in items]).astype(np.float32), items[0].model_hash
+
+    def _bind(self, model_hash: str | None) -> None:
+        if self.model_hash is None and model_hash is not None:
+            self._all("bind", model_hash)
+            self.model_hash = model_hash
+            self._calib = None
+
+    # ------------------------------------------------------------------ enrolment
+    def enroll(self, subject_id: str, samples: Any, *, metadata: dict[str, Any] | None = None,
+               expires_at: datetime | None = None, replace: bool = False) -> int:
+        """Enrol (or add templates to) ``subject_id`` on its shard from a template, a list of
+        templates or an ``(n, dim)`` unit-vector array. Returns the subject's template count."""
+        i = self.shard_of(subject_id)
+        check_time(expires_at, "expires_at")
+        vectors, h = self._vectors(samples)
+        self._bind(h)
+        return self._gather([(i, self._actors[i].enroll.remote(subject_id, vectors, metadata,
+                                                               expires_at, replace))])[0]
+
+    def enroll_many(self, subject_ids: Sequence[str], samples: Sequence[Template] | np.ndarray,
+                    *, expires_at: datetime | None = None) -> int:
+        """Bulk enrolment, each shard getting its subjects' rows in one call (shards enrol in
+        parallel; a shard that refuses its part does not undo the others'). Returns the number
+        of templates added."""
+        ids = [check_subject_id(s) for s in subject_ids]
+        check_time(expires_at, "expires_at")
+        if not ids and len(samples) == 0:
+            return 0
+        vectors, h = self._vectors(samples)
+        if len(ids) != len(vectors):
+            raise InputError(f"{len(ids)} ids for {len(vectors)} samples")
+        self._bind(h)
+        route = np.fromiter((shard_of(s, self.shards) for s in ids), dtype=np.int64, count=len(ids))
+        refs = []
+        for i in range(self.shards):
+            rows = np.flatnonzero(route == i)
+            if len(rows):
+                refs.append((i, self._actors[i].enroll_many.remote(
+                    [ids[r] for r in rows], np.ascontiguousarray(vectors[rows]), expires_at)))
+        return sum(self._gather(refs))
+
+    def remove(self, subject_id: str) -> bool:
+        """Remove a subject and all its templates; False if not enrolled."""
+        i = self.shard_of(subject_id)
+        return self._gather([(i, self._actors[i].remove.remote(subject_id))])[0]
+
+    def purge_expired(self, now: datetime | None = None) -> list[str]:
+        """Remove every subject whose expiry is at or before ``now`` on every shard."""
+        check_time(now, "now")
+        return [s for part in self._all("purge_expired", now) for s in part]
+
+    # ------------------------------------------------------------------ search
+    @property
+    def template_count(self) -> int:
+        return sum(self._all("template_count"))
+
+    def threshold_for(self, fpir: float, n_templates: int | None = None) -> float:
+        """Decision threshold for ``fpir`` at ``n_templates`` (default: the whole gallery's)."""
+        if self._calib is None:
+            self._calib = Gallery(self.model, self.model_hash)
+        return self._calib.threshold_for(fpir, self.template_count if n_templates is None
+                                         else n_templates)
+
+    def identify(self, probe: Template, k: int = 5, fpir: float | None = 0.003, *,
+                 threshold: float | None = None) -> Identification:
+        """Top-``k`` subjects over every shard for a template and the decision at ``fpir`` for
+        the whole gallery's size (or at an explicit ``threshold``)."""
+        return self.identify_many([probe], k, fpir, threshold=threshold)[0]
+
+    def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,
+                      threshold: float | None = None) -> list[Identification]:
+        """:meth:`identify` for templates or unit-vector rows, sent to each shard in one call."""
+        if type(k) is not int or not 1 <= k <= MAX_K:
+            raise InputError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+        if threshold is None and fpir is None:
+            raise InputError("give fpir or threshold")
+        if threshold is not None and not (isinstance(threshold, (int, float))
+                                          and math.isfinite(threshold)):
+            raise InputError(f"threshold must be a finite number, got {threshold!r}")
+        q, _ = self._vectors(probes)
+        parts = self._all("search", q, k)  # every shard, or ShardError
+        total = sum(n for n, _ in parts)
+        t = float(threshold) if threshold is not None else self.threshold_for(fpir, total)
+        out = []
+        for p in range(len(q)):
+            merged = [c for _, rows in parts for c in rows[p]]
+            merged.sort(key=lambda c: (-c[1], c[0]))
+            cands = [Candidate(sid, sc, r + 1) for r, (sid, sc) in enumerate(merged[:k])]
+            decision = cands[0].subject_id if cands and cands[0].score >= t else None
+            out.append(Identification(cands, decision, t, fpir if threshold is None else None,
+                                      total, self.model))
+        return out
+
+    # ------------------------------------------------------------------ info / persistence
+    def info(self) -> dict[str, Any]:
+        per = self._all("info")
+        return {"model": self.model, "model_hash": self.model_hash, "kind": self.kind,
+                "shards": self.shards,
+                "subjects": sum(p["subjects"] for p in per),
+                "templates": sum(p["templates"] for p in per),
+                "memory_bytes": sum(p["memory_bytes"] for p in per),
+                "per_shard": [{"subjects": p["subjects"], "templates": p["templates"],
+                               "index": p["index"], "memory_bytes": p["memory_bytes"]}
+                              for p in per]}
+
+    def save(self, directory: str | Path, *, key: bytes | None = None) -> None:
+        """Every shard writes ``shard-NNNN.gallery`` (atomically, encrypted with ``key``) into
+        ``directory``, then the driver writes ``manifest.json``. The directory becomes the one
+        :meth:`restart_shard` reloads from."""
+        from matcher import gallery_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        d = d.resolve()
+        counts = self._gather([(i, a.save.remote(str(d / shard_file(i)), key))
+                               for i, a in enumerate(self._actors)])
+        manifest = {"format": _FORMAT, "version": 1, "shards": self.shards, "model": self.model,
+                    "model_hash": self.model_hash, "kind": self.kind,
+                    "routing": "blake2b-64(utf8 id) mod shards", "encrypted": key is not None,
+                    "files": [shard_file(i) for i in range(self.shards)],
+                    "templates": counts}
+        gallery_file.write_atomic(d / MANIFEST, json.dumps(manifest, indent=1).encode())
+        self._saved, self._key = d, key
+
+    @classmethod
+    def load(cls, directory: str | Path, *, key: bytes | None = None,
+             ray_address: str | None = None, threads: int = 1,
+             actor_options: dict[str, Any] | None = None) -> ShardedGallery:
+        """Open a directory written by :meth:`save`: one actor per shard file, checked against
+        the manifest's template counts."""
+        from matcher.errors import GalleryFileError
+
+        d = Path(directory).resolve()
+        try:
+            m = json.loads((d / MANIFEST).read_text())
+            if m.get("format") != _FORMAT:
+                raise ValueError(f"format is {m.get('format')!r}")
+            shards, model, model_hash, kind = (int(m["shards"]), m["model"], m["model_hash"],
+                                               m["kind"])
+            expected = [int(c) for c in m["templates"]]
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise GalleryFileError(f"{d / MANIFEST}: not a sharded-gallery manifest ({exc})") \
+                from None
+        missing = [shard_file(i) for i in range(shards) if not os.path.exists(d / shard_file(i))]
+        if missing:
+            raise GalleryFileError(f"{d}: missing shard files {missing}")
+        g = cls(model, model_hash, shards=shards, ray_address=ray_address, kind=kind,
+                threads=threads, actor_options=actor_options, _load_dir=d, _key=key)
+        got = g._all("template_count")
+        if got != expected:
+            raise GalleryFileError(f"{d}: shard template counts {got} differ from the "
+                                   f"manifest's {expected}")
+        return g

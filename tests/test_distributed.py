@@ -1,0 +1,215 @@
+"""ShardedGallery on Ray: the same answers as one Gallery, dead shards, restart, routing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'matcher[ray]'")
+
+import matcher
+from matcher.distributed import ShardedGallery, ShardError, shard_of
+from matcher.errors import InputError, ModelMismatchError
+from matcher.gallery import Gallery
+
+# The calibrated SFace pipeline hash (models/ card), so fpir= decisions work on random vectors.
+MODEL, HASH = "sface-2021dec", "04051a3a339f0527"
+T0 = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+SHARDS = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def unit(rng, n, d=128):
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """600 subjects with 1..4 templates (1,500 templates); mated and non-mated probes."""
+    rng = np.random.default_rng(7)
+    counts = rng.integers(1, 5, size=600)
+    owners = [f"P{i:04d}" for i, c in enumerate(counts) for _ in range(c)]
+    vecs = unit(rng, len(owners))
+    idx = rng.choice(len(vecs), 30, replace=False)
+    probes = vecs[idx] + 0.04 * rng.normal(size=(30, 128)).astype(np.float32)
+    probes = np.concatenate([probes, unit(rng, 10)])
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    return vecs, owners, probes
+
+
+def assert_same(got, exp):
+    assert len(got) == len(exp)
+    for a, b in zip(got, exp):
+        assert [c.subject_id for c in a.candidates] == [c.subject_id for c in b.candidates]
+        assert [c.rank for c in a.candidates] == [c.rank for c in b.candidates]
+        np.testing.assert_allclose([c.score for c in a.candidates],
+                                   [c.score for c in b.candidates], atol=1e-6)
+        assert (a.decision, a.gallery_templates, a.fpir, a.model) == \
+            (b.decision, b.gallery_templates, b.fpir, b.model)
+        assert a.threshold == pytest.approx(b.threshold, abs=1e-12)
+
+
+def check_equal(sg, g, probes):
+    for kw in ({"threshold": 0.3}, {"fpir": 0.003}, {"fpir": 0.1}):
+        exp = g.identify_many(probes, k=5, **kw)
+        assert_same(sg.identify_many(probes, k=5, **kw), exp)
+        tpl = matcher.Template(probes[0], MODEL, HASH)
+        assert_same([sg.identify(tpl, k=5, **kw)], [g.identify(tpl, k=5, **kw)])
+    return exp
+
+
+@pytest.fixture(scope="module")
+def pair(data):
+    vecs, owners, _ = data
+    sg = ShardedGallery(MODEL, HASH, shards=SHARDS, kind="flat")
+    g = Gallery(MODEL, HASH, kind="flat")
+    assert sg.enroll_many(owners, vecs) == len(owners)
+    g.enroll_many(owners, vecs)
+    return sg, g
+
+
+def test_equal_to_single_gallery(pair, data):
+    sg, g = pair
+    _, owners, probes = data
+    assert sg.template_count == g.template_count == len(owners)
+    info = sg.info()
+    assert info["subjects"] == len(g) and info["shards"] == SHARDS
+    assert all(p["templates"] > 0 for p in info["per_shard"])  # hashing spreads the subjects
+    res = check_equal(sg, g, probes)
+    assert sum(r.decision is not None for r in res[:30]) >= 25  # mates are found and decided
+    assert all(r.decision is None for r in res[30:])
+
+
+def test_equal_after_enroll_remove_purge(pair, data):
+    sg, g = pair
+    _, owners, probes = data
+    rng = np.random.default_rng(8)
+    gone = sorted(set(owners))[::7]
+    for sid in gone:
+        assert sg.remove(sid) and g.remove(sid)
+    assert not sg.remove(gone[0])
+    extra = unit(rng, 3)
+    for which in (sg, g):
+        which.enroll("NEW-1", [matcher.Template(v, MODEL, HASH) for v in extra],
+                     metadata={"flight": "CX880"}, expires_at=T0)
+        which.enroll("NEW-2", extra[:1], expires_at=T0 + timedelta(days=2))
+    check_equal(sg, g, np.concatenate([probes, extra]))
+    assert sg.purge_expired(T0) == g.purge_expired(T0) == ["NEW-1"]
+    assert sg.template_count == g.template_count
+    check_equal(sg, g, np.concatenate([probes, extra]))
+
+
+def test_save_load_kill_restart(pair, data, tmp_path):
+    sg, g = pair
+    _, _, probes = data
+    sg.save(tmp_path / "sg")
+    assert sorted(os.listdir(tmp_path / "sg")) == ["manifest.json"] + [
+        f"shard-{i:04d}.gallery" for i in range(SHARDS)]
+    loaded = ShardedGallery.load(tmp_path / "sg")
+    assert loaded.shards == SHARDS and loaded.model_hash == HASH
+    check_equal(loaded, g, probes)
+
+    ray.kill(loaded._actors[1], no_restart=True)
+    with pytest.raises(ShardError, match="shard 1 of 3") as err:
+        loaded.identify_many(probes, k=5, threshold=0.3)
+    assert err.value.shards == [1] and isinstance(err.value, matcher.errors.MatcherError)
+    with pytest.raises(ShardError, match="shard 1"):
+        _ = loaded.template_count
+    loaded.restart_shard(1)
+    check_equal(loaded, g, probes)
+
+    # restart reloads the *last save*: a subject enrolled on that shard since then is gone
+    sid = next(f"LATE-{i}" for i in range(100) if shard_of(f"LATE-{i}", SHARDS) == 2)
+    loaded.enroll(sid, probes[:1])
+    ray.kill(loaded._actors[2], no_restart=True)
+    loaded.restart_shard(2)
+    assert loaded.template_count == g.template_count
+    check_equal(loaded, g, probes)
+
+
+def test_restart_needs_a_save(data):
+    vecs, owners, _ = data
+    sg = ShardedGallery(MODEL, HASH, shards=2)
+    sg.enroll_many(owners[:10], vecs[:10])
+    with pytest.raises(ShardError, match="save"):
+        sg.restart_shard(0)
+    with pytest.raises(InputError):
+        sg.restart_shard(2)
+
+
+def test_routing_is_stable_and_inputs_checked():
+    ids = [f"TOKEN-{i}" for i in range(200)] + ["Zoë Ångström", "名前"]
+    a, b = ShardedGallery(MODEL, HASH, shards=4), ShardedGallery(MODEL, HASH, shards=4)
+    assert [a.shard_of(s) for s in ids] == [b.shard_of(s) for s in ids] == \
+        [shard_of(s, 4) for s in ids]
+    assert {shard_of(s, 4) for s in ids} == {0, 1, 2, 3}
+    # pinned values: a change of hash function would silently mis-route saved galleries
+    assert [shard_of(s, 8) for s in ("TOKEN-123", "A", "名前")] == PINNED
+    # in another interpreter (different PYTHONHASHSEED), the same shards
+    code = ("from matcher.distributed import shard_of;"
+            "print([shard_of(s, 8) for s in ('TOKEN-123', 'A', '名前')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert out.stdout.strip() == str(PINNED)
+    rng = np.random.default_rng(1)
+    with pytest.raises(InputError, match="not images"):
+        a.enroll("X", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ModelMismatchError):
+        a.enroll("X", matcher.Template(unit(rng, 1)[0], MODEL, "ffffffffffffffff"))
+    with pytest.raises(InputError):
+        a.enroll(" bad id", unit(rng, 1))
+    with pytest.raises(InputError):
+        a.identify_many(unit(rng, 1), k=0)
+    with pytest.raises(matcher.errors.TemplateError):  # raised in the shard, re-raised as itself
+        a.enroll("X", np.ones((1, 128), np.float32))
+    empty = a.identify(matcher.Template(unit(rng, 1)[0], MODEL, HASH), fpir=0.003)
+    assert empty.candidates == [] and empty.decision is None and empty.gallery_templates == 0
+
+
+PINNED = [2, 6, 7]  # blake2b-64 of the UTF-8 id, mod 8
+
+
+def test_ray_is_optional():
+    code = ("import sys, matcher; assert 'ray' not in sys.modules, 'import matcher imported ray';"
+            "sys.modules['ray'] = None\n"
+            "try:\n import matcher.distributed\nexcept ImportError as e:\n print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'matcher[ray]'" in out.stdout
+
+
+def test_lfw_dev_equal(lfw_dir, engine):
+    from matcher.datasets import labelled_images
+    from matcher.evaluation import templates_of
+
+    people = labelled_images(lfw_dir / "images")
+    paths = [p for ps in list(people.values())[:300] for p in ps][:100]
+    t0 = time.perf_counter()
+    tpls, _ = templates_of(engine, paths)
+    assert len(tpls) >= 90, f"templates of {len(tpls)}/{len(paths)} images"
+    items = list(tpls.items())
+    owners = [p.parent.name for p, _ in items]
+    templates = [t for _, t in items]
+    sg = ShardedGallery(engine, shards=SHARDS, kind="flat")
+    g = Gallery(engine, kind="flat")
+    sg.enroll_many(owners, templates)
+    g.enroll_many(owners, templates)
+    exp = g.identify_many(templates, k=5, fpir=0.003)
+    assert_same(sg.identify_many(templates, k=5, fpir=0.003), exp)
+    assert all(r.decision == o for r, o in zip(exp, owners))  # each image finds itself
+    print(f"lfw-dev: {len(templates)} templates in {time.perf_counter() - t0:.1f} s")
