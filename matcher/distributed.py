@@ -20,6 +20,10 @@ ever returned. :meth:`ShardedGallery.restart_shard` recreates it from the last :
 its own file, so on a multi-node cluster the directory must be on a filesystem every node sees.
 
 Ray is optional: ``pip install 'matcher[ray]'``. ``import matcher`` never imports Ray.
+
+Ray puts the driver's working directory first on its workers' ``sys.path``: start the driver
+outside a matcher source checkout (or use an editable install there), or the workers import the
+uncompiled source tree instead of the installed package and the shard actors die at start.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ from matcher.datasets import default_lfw_dir
 @pytest.fixture(scope="session")
 def lfw_dir() -> Path:
     root = default_lfw_dir()
+    if root is None:  # relative to this checkout, whatever the working directory
+        here = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-dev"
+        root = here if (here / "pairs.txt").is_file() else None
     if root is None:
         pytest.skip("LFW development split not found: set MATCHER_LFW_DIR or provide "
                     "../shared/data/lfw-dev (images/ + pairs.txt)")

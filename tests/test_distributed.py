@@ -25,13 +25,21 @@ SHARDS = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
+    # Ray puts the driver's working directory first on its workers' sys.path; started from the
+    # repository root, workers would import the source tree's `matcher/` (without the compiled
+    # extension of a non-editable install) instead of the installed package.
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-driver"))
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+    try:
+        if started:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+        os.chdir(cwd)
 
 
 def unit(rng, n, d=128):
