@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -47,7 +46,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ImportError("matcher.distributed needs Ray: pip install 'matcher[ray]'") from exc
 
 from matcher.errors import InputError, MatcherError, ModelMismatchError
-from matcher.gallery import MAX_K, Candidate, Gallery, Identification, check_subject_id, check_time
+from matcher.gallery import (Candidate, Gallery, Identification, check_search_args, check_subject_id,
+                             check_time)
 from matcher.types import Template
 
 MANIFEST = "manifest.json"
@@ -307,13 +307,7 @@ class ShardedGallery:
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,
                       threshold: float | None = None) -> list[Identification]:
         """:meth:`identify` for templates or unit-vector rows, sent to each shard in one call."""
-        if type(k) is not int or not 1 <= k <= MAX_K:
-            raise InputError(f"k must be an int in 1..{MAX_K}, got {k!r}")
-        if threshold is None and fpir is None:
-            raise InputError("give fpir or threshold")
-        if threshold is not None and not (isinstance(threshold, (int, float))
-                                          and math.isfinite(threshold)):
-            raise InputError(f"threshold must be a finite number, got {threshold!r}")
+        check_search_args(k, fpir, threshold)
         q, _ = self._vectors(probes)
         parts = self._all("search", q, k)  # every shard, or ShardError
         total = sum(n for n, _ in parts)

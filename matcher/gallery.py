@@ -97,6 +97,17 @@ def check_time(t: datetime | None, what: str) -> datetime | None:
     return t
 
 
+def check_search_args(k: object, fpir: float | None, threshold: float | None) -> None:
+    """Validate a search's ``k`` and its operating point (``fpir`` or ``threshold``)."""
+    if type(k) is not int or not 1 <= k <= MAX_K:
+        raise InputError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+    if threshold is None and fpir is None:
+        raise InputError("give fpir or threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float))
+                                      and math.isfinite(threshold)):
+        raise InputError(f"threshold must be a finite number, got {threshold!r}")
+
+
 def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if metadata is None:
         return {}
@@ -381,13 +392,7 @@ class Gallery:
 
     def _search(self, q: np.ndarray, k: int, fpir: float | None,
                 threshold: float | None) -> list[Identification]:
-        if type(k) is not int or not 1 <= k <= MAX_K:
-            raise InputError(f"k must be an int in 1..{MAX_K}, got {k!r}")
-        if threshold is None and fpir is None:
-            raise InputError("give fpir or threshold")
-        if threshold is not None and not (isinstance(threshold, (int, float))
-                                          and math.isfinite(threshold)):
-            raise InputError(f"threshold must be a finite number, got {threshold!r}")
+        check_search_args(k, fpir, threshold)
         lock = self._lock
         lock.acquire_read()
         try:

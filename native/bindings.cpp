@@ -348,10 +348,8 @@ py::array_t<int64_t> py_nms(const py::object& boxes_obj, const py::object& score
     return result;
 }
 
-py::array_t<float> py_dot_batch(const py::object& g_obj, const py::object& q_obj) {
-    const char* fn = "dot_batch";
-    const py::array g = as_array(fn, "G", g_obj);
-    const py::array q = as_array(fn, "q", q_obj);
+// G (N, D) and q (Q, D): float32, C-contiguous, D >= 1 and equal.
+void require_gallery_and_queries(const char* fn, const py::array& g, const py::array& q) {
     require_dtype<float>(fn, "G", g);
     require_dtype<float>(fn, "q", q);
     require_ndim(fn, "G", g, 2, "(N, D)");
@@ -365,6 +363,13 @@ py::array_t<float> py_dot_batch(const py::object& g_obj, const py::object& q_obj
     }
     require_c_contiguous(fn, "G", g);
     require_c_contiguous(fn, "q", q);
+}
+
+py::array_t<float> py_dot_batch(const py::object& g_obj, const py::object& q_obj) {
+    const char* fn = "dot_batch";
+    const py::array g = as_array(fn, "G", g_obj);
+    const py::array q = as_array(fn, "q", q_obj);
+    require_gallery_and_queries(fn, g, q);
     const int64_t n = g.shape(0), nq = q.shape(0), d = g.shape(1);
     py::array_t<float> out({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(n)});
     const float* gp = static_cast<const float*>(g.data());
@@ -446,19 +451,7 @@ py::tuple py_topk_ip(const py::object& g_obj, const py::object& q_obj, int64_t k
     const char* fn = "topk_ip";
     const py::array g = as_array(fn, "G", g_obj);
     const py::array q = as_array(fn, "q", q_obj);
-    require_dtype<float>(fn, "G", g);
-    require_dtype<float>(fn, "q", q);
-    require_ndim(fn, "G", g, 2, "(N, D)");
-    require_ndim(fn, "q", q, 2, "(Q, D)");
-    if (g.shape(1) < 1) {
-        value_error(fn, "G must have D >= 1 columns, got shape " + shape_str(g));
-    }
-    if (q.shape(1) != g.shape(1)) {
-        value_error(fn, "q must have shape (Q, D) with D = " + std::to_string(g.shape(1)) +
-                            " as G, got shape " + shape_str(q));
-    }
-    require_c_contiguous(fn, "G", g);
-    require_c_contiguous(fn, "q", q);
+    require_gallery_and_queries(fn, g, q);
     if (k < 1) {
         value_error(fn, "k must be >= 1, got " + std::to_string(k));
     }
