@@ -7,7 +7,7 @@ fused on one shard. A search fans out to every shard; each returns its top-``k``
 candidates, the driver merges them (the global top-``k`` subjects are among the union of the
 per-shard top-``k``) and decides with the FPIR threshold for the *whole* gallery (the sum of the
 shard template counts). With exact indexes (``kind="flat"``, or ``"auto"`` while every shard and
-the single gallery it is compared with stay at or below 100,000 templates) candidates, scores and
+the single gallery it is compared with stay at or below 1,000,000 templates) candidates, scores and
 decisions equal a single-process gallery holding the same data.
 
 Templates and unit-vector rows only: no images. Turn images into templates with an
