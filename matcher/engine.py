@@ -218,6 +218,18 @@ class Engine:
     def _template(self, vector: np.ndarray) -> Template:
         return Template(vector=vector, model=self.model, model_hash=self.model_hash)
 
+    def align_primary(self, image: ImageLike, batch: np.ndarray, slot: int,
+                      what: str = "the image") -> tuple[Face, list[Face]]:
+        """Decode ``image``, detect, and align its primary face into ``batch[slot]``; returns
+        (primary face, all faces). :class:`NoFaceError` names ``what`` when there is none."""
+        frame = load_image(image, max_pixels=self.max_pixels)
+        faces = self.detector.detect(frame)
+        if not faces:
+            raise NoFaceError(f"no face found in {what}")
+        face = primary_face(faces, frame.shape[1], frame.shape[0])
+        self.recognizer.align_into(frame, [face], batch, slot)
+        return face, faces
+
     def _template_chunk(self, images: Sequence[ImageLike], on_error: str,
                         quality: tuple[str | None, dict[str, Any]] | None = None) -> list[Any]:
         # Each frame is aligned into the batch as soon as it is detected, so at most one decoded
@@ -227,13 +239,8 @@ class Engine:
         n = 0
         for i, img in enumerate(images):
             try:
-                frame = load_image(img, max_pixels=self.max_pixels)
-                faces = self.detector.detect(frame)
-                if not faces:
-                    raise NoFaceError(f"no face found in image {i} of the batch"
-                                      if len(images) > 1 else "no face found in the image")
-                face = primary_face(faces, frame.shape[1], frame.shape[0])
-                self.recognizer.align_into(frame, [face], batch, n)
+                face, faces = self.align_primary(
+                    img, batch, n, f"image {i} of the batch" if len(images) > 1 else "the image")
                 if quality is not None:
                     q = self._assess(face, faces, batch, n, quality)
                     if not q.passed:

@@ -23,10 +23,8 @@ import numpy as np
 
 from matcher import quality as _quality
 from matcher.datasets import labelled_images
-from matcher.engine import primary_face
-from matcher.errors import InputError, MatcherError, NoFaceError
+from matcher.errors import InputError, MatcherError
 from matcher.evaluation import fmr_key
-from matcher.image import load_image
 
 #: Rejected fractions of genuine comparisons on the curve: 0%, 1%, ..., 20%.
 FRACTIONS = tuple(round(0.01 * i, 2) for i in range(21))
@@ -71,12 +69,7 @@ def collect(engine: Any, paths: Sequence[Path], *, progress: bool = False
         n = 0
         for i, path in enumerate(chunk):
             try:
-                frame = load_image(path, max_pixels=engine.max_pixels)
-                faces = engine.detector.detect(frame)
-                if not faces:
-                    raise NoFaceError("no face found in the image")
-                face = primary_face(faces, frame.shape[1], frame.shape[0])
-                rec.align_into(frame, [face], batch, n)
+                face, faces = engine.align_primary(path, batch, n)
             except MatcherError as exc:
                 failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
                 continue
