@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from matcher import quality as _quality
 from matcher.datasets import labelled_images
@@ -57,11 +58,8 @@ def collect(engine: Any, paths: Sequence[Path], *, progress: bool = False
     kept: list[int] = []
     records: list[dict[str, Any]] = []
     failures: dict[str, int] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), desc="templates + quality", unit="img", leave=False)
+    bar = tqdm(total=len(paths), desc="templates + quality", unit="img", leave=False,
+               disable=not progress)
     step = engine.batch_size
     for start in range(0, len(paths), step):
         chunk = paths[start:start + step]
@@ -83,10 +81,8 @@ def collect(engine: Any, paths: Sequence[Path], *, progress: bool = False
             n += 1
         if n:
             vecs.append(rec.embed(batch[:n]))
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+        bar.update(len(chunk))
+    bar.close()
     if not vecs:
         raise InputError("no usable face image")
     return np.concatenate(vecs), kept, records, failures

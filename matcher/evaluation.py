@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from matcher.datasets import labelled_images, read_pairs
 from matcher.errors import CalibrationError, InputError, MatcherError
@@ -200,11 +201,7 @@ def templates_of(engine: Any, paths: Sequence[Path], progress: bool = False
     """``({path: Template}, {error type: count})`` for ``paths``, in engine-sized batches."""
     out: dict[Path, Any] = {}
     failures: dict[str, int] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), desc="templates", unit="img", leave=False)
+    bar = tqdm(total=len(paths), desc="templates", unit="img", leave=False, disable=not progress)
     step = engine.batch_size
     for i in range(0, len(paths), step):
         chunk = list(paths[i:i + step])
@@ -213,10 +210,8 @@ def templates_of(engine: Any, paths: Sequence[Path], progress: bool = False
                 failures[type(res).__name__] = failures.get(type(res).__name__, 0) + 1
             else:
                 out[path] = res
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+        bar.update(len(chunk))
+    bar.close()
     return out, failures
 
 
