@@ -60,13 +60,20 @@ EXIT_NO_HITS, EXIT_HITS, EXIT_FAILURE = 0, 1, 2
               help="No progress, per-file failure lines or summary (errors still go to stderr). "
                    "Example: --quiet")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Inference threads per worker (default: cores // workers). Example: --threads 2")
+              help="Inference threads per worker (default: cores // workers; 1 with --ray). "
+                   "Example: --threads 2")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Extract on Ray workers: 'local' starts a Ray cluster on this machine, 'auto' "
+                   "joins the running one, 'ray://HOST:10001' a remote one. --workers then counts "
+                   "Ray workers (default: free CPUs / --threads). The output equals a local "
+                   "run's and --resume works across both. Needs pip install 'matcher[ray]'. "
+                   "Example: --ray auto")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True, help="Inference precision. Example: --precision fp32")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]),
               default="auto", show_default=True, help="Inference backend. Example: --backend openvino")
 def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, quality, top_k, workers,
-           batch_size, resume, audit, quiet, threads, precision, backend):
+           batch_size, resume, audit, quiet, threads, ray_address, precision, backend):
     """Screen every face of every probe against a WATCHLIST; write the hits to OUT.
 
     A group photo is screened face by face. Unreadable files, images without a face and other
@@ -79,6 +86,7 @@ def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, quality, to
       matcher screen --watchlist wanted.gallery --key-file wl.key --probes list.csv \\
           --out hits.jsonl --jsonl --fpir 0.001 --workers 2
       matcher screen --watchlist wanted.gallery --probes arrivals/ --out hits.csv --resume
+      matcher screen --watchlist wanted.gallery --probes /nfs/batch/ --out hits.csv --ray auto
 
     \b
     Exit status: 0 no hits, 1 hits found, 2 failure (bad arguments, unreadable watchlist,
@@ -109,7 +117,7 @@ def screen(watchlist, key_file, probes, out, jsonl, fpir, threshold, quality, to
             workers=workers, threads=threads, batch_size=batch_size, resume=resume,
             jsonl=jsonl, audit=audit, engine_options={"backend": backend, "precision": precision},
             progress=None if quiet else progress, on_failure=failure,
-            quality=None if quality == "none" else quality)
+            quality=None if quality == "none" else quality, ray_address=ray_address)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: rerun with --resume to continue {out}", err=True)
         sys.exit(EXIT_FAILURE)

@@ -46,8 +46,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ImportError("matcher.distributed needs Ray: pip install 'matcher[ray]'") from exc
 
 from matcher.errors import InputError, MatcherError, ModelMismatchError
-from matcher.gallery import (Candidate, Gallery, Identification, check_search_args, check_subject_id,
-                             check_time)
+from matcher.gallery import (
+    Candidate,
+    Gallery,
+    Identification,
+    check_search_args,
+    check_subject_id,
+    check_time,
+)
 from matcher.types import Template
 
 MANIFEST = "manifest.json"
@@ -64,6 +70,33 @@ class ShardError(MatcherError):
     def __init__(self, message: str, shards: Sequence[int] = ()) -> None:
         super().__init__(message)
         self.shards = list(shards)
+
+
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at ``address`` ("auto", "ray://host:port", a GCS address; "local":
+    start one on this machine's cores; None: Ray's default) unless Ray is initialised already. Returns True if this call
+    started or joined it (the caller may ``ray.shutdown()`` when done).
+
+    Refuses (:class:`InputError`) to start from a directory holding a different ``matcher``
+    source tree: Ray puts the driver's working directory first on its workers' ``sys.path``, so
+    the workers would import that tree (without its compiled modules) instead of this one."""
+    import matcher
+
+    here = Path.cwd() / "matcher"
+    if (here / "__init__.py").is_file() and \
+            here.resolve() != Path(matcher.__file__).parent.resolve():
+        raise InputError(f"cannot use Ray from {Path.cwd()}: it holds a matcher source tree that "
+                         "Ray workers would import instead of the installed package; run from "
+                         "another directory (or install the checkout with pip install -e)")
+    if ray.is_initialized():
+        return False
+    if address == "local":
+        from matcher.backends import available_cores
+
+        ray.init(num_cpus=available_cores(), include_dashboard=False)
+    else:  # None: Ray's default (RAY_ADDRESS if set, else a new local cluster)
+        ray.init(address=address)
+    return True
 
 
 def shard_of(subject_id: str, shards: int) -> int:
@@ -146,8 +179,7 @@ class ShardedGallery:
             raise InputError("model must be an Engine or a model id string")
         if type(shards) is not int or shards < 1:
             raise InputError(f"shards must be a positive int, got {shards!r}")
-        if not ray.is_initialized():
-            ray.init(address=ray_address, ignore_reinit_error=True)
+        connect(ray_address)
         self.model = model
         self.model_hash = model_hash
         self.kind = kind

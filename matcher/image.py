@@ -6,15 +6,25 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import cv2
 import numpy as np
 
 from matcher.errors import ImageDecodeError, ImageTooLargeError, InputError
 
-#: A path, encoded image bytes (JPEG, PNG, WebP, BMP, TIFF, JPEG 2000...) or a uint8 array.
-ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+
+class EncodedImage(NamedTuple):
+    """Encoded bytes read from a file elsewhere (e.g. by a screening driver for a remote worker),
+    with the file's name that decoding errors should quote."""
+
+    name: str
+    data: bytes
+
+
+#: A path, encoded image bytes (JPEG, PNG, WebP, BMP, TIFF, JPEG 2000...), an
+#: :class:`EncodedImage` or a uint8 array.
+ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, EncodedImage, np.ndarray]
 
 #: Default pixel limit: 40 Mpx covers every camera and document scanner a gate meets, and bounds
 #: one decoded frame to 120 MB; a 30000 x 30000 image (900 Mpx) is refused before decoding.
@@ -34,21 +44,28 @@ def load_image(image: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     """
     if isinstance(image, np.ndarray):
         return _from_array(image, max_pixels)
+    if isinstance(image, EncodedImage):
+        return _decode(bytes(image.data), max_pixels, image.name)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _decode(bytes(image), max_pixels, "<bytes>")
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        try:
-            size = path.stat().st_size
-            if size > MAX_ENCODED_BYTES:
-                raise ImageTooLargeError(f"{path}: {size} bytes exceeds {MAX_ENCODED_BYTES}")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        return _decode(data, max_pixels, str(path))
+        return _decode(read_encoded(image), max_pixels, str(Path(image)))
     raise InputError(
         f"expected a path, encoded bytes or a uint8 numpy array, got {type(image).__name__}"
     )
+
+
+def read_encoded(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, refused (:class:`ImageTooLargeError`) above
+    :data:`MAX_ENCODED_BYTES`; an unreadable file is an :class:`ImageDecodeError`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_ENCODED_BYTES:
+            raise ImageTooLargeError(f"{path}: {size} bytes exceeds {MAX_ENCODED_BYTES}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _check_size(h: int, w: int, max_pixels: int, what: str) -> None:

@@ -28,7 +28,9 @@ an error. The checkpoint is kept after completion (``"complete": true``).
 **Parallelism.** ``workers`` spawned processes each run their own :class:`~matcher.Engine` with
 ``max(1, cores // workers)`` inference threads (unless ``threads`` is given), so workers x threads
 stays within the cores. Batches of probes go to the workers; the parent searches the watchlist
-and writes the rows in probe order. With one worker everything runs in-process.
+and writes the rows in probe order. With one worker everything runs in-process. With
+``ray_address`` the workers are Ray actors anywhere on a cluster (:mod:`matcher.screen_ray`);
+the parent still searches, writes and checkpoints, so the output and resuming are unchanged.
 
 **Templates file** (``.mtpl`` by convention; :func:`write_templates` / :func:`read_templates`):
 the 4-byte magic ``b"MTS1"``, then one record per template: a little-endian ``u32`` length
@@ -39,7 +41,7 @@ tail is one failure and ends the file.
 **Audit.** Each run that gets past its argument checks appends one JSON line to the audit log (default ``<out>.audit.jsonl``): UTC
 times, user, host, status, watchlist path and SHA-256, probe source (the directory / CSV / file
 path, never the individual probe paths), counts, failures by type, operating point, model and
-matcher version. No face data.
+matcher version, and the executor (local or Ray, workers, threads). No face data.
 """
 
 from __future__ import annotations
@@ -134,13 +136,15 @@ def read_templates(path: str | Path) -> Iterator[Any]:
 
 # ---------------------------------------------------------------------------- probe sources
 class Probe(NamedTuple):
-    """One probe: ``name`` as written in the output; an image ``path``, or a record ``span``
-    (offset, length) of a templates file, or an ``error`` known before reading anything."""
+    """One probe: ``name`` as written in the output; an image ``path`` (with its bytes in ``data``
+    once read for a remote worker), or a record ``span`` (offset, length) of a templates file, or
+    an ``error`` known before extraction."""
 
     name: str
     path: str | None = None
     span: tuple[int, int] | None = None
     error: str | None = None
+    data: Any = None  # an EncodedImage
 
 
 @dataclass
@@ -240,7 +244,8 @@ def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = N
                     t = Template.from_bytes(f.read(p.span[1]))
                     out.append(ProbeResult([(None, t.vector)], model=(t.model, t.model_hash)))
                     continue
-                found = engine.face_templates(p.path, quality=quality)
+                found = engine.face_templates(p.data if p.data is not None else p.path,
+                                              quality=quality)
                 if not found:
                     out.append(ProbeResult([], "NoFaceError", "no face found in the image"))
                     continue
@@ -468,7 +473,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
            engine_options: dict[str, Any] | None = None,
            progress: Callable[[ScreenSummary], None] | None = None,
            on_failure: Callable[[str, str, str], None] | None = None,
-           quality: Any = None) -> ScreenSummary:
+           quality: Any = None, ray_address: str | None = None) -> ScreenSummary:
     """Screen every face of every probe against ``watchlist`` and write the hits to ``out``.
 
     ``watchlist``: a gallery file path (``key`` for an encrypted one) or a :class:`Gallery`.
@@ -479,6 +484,9 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     ``audit``: audit log path (default ``<out>.audit.jsonl``; ``False``: none).
     ``quality``: a quality policy ("probe", "enrol", a mapping; None: no check) each face must
     pass to be screened; faces that fail are counted as ``QualityError (<reason>)``.
+    ``ray_address`` ("local", "auto", "ray://host:port"): extract on Ray workers instead
+    (:mod:`matcher.screen_ray`; ``workers`` defaults to the cluster's free CPUs / ``threads``,
+    ``threads`` to 1); the output is the same as a local run's.
     ``progress(summary)`` is called after each checkpoint; ``on_failure(probe, error type,
     message)`` for each failed probe. Returns the cumulative :class:`ScreenSummary`.
     Raises :class:`MatcherError` (bad arguments, watchlist, existing output, resume mismatch).
@@ -495,11 +503,14 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
         fpir = 0.003
     if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
         raise InputError(f"top_k must be in 1..1000, got {top_k!r}")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise InputError(f"threads must be a positive int, got {threads!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     cores = available_cores()
-    workers = default_workers(cores) if workers is None else workers
-    if not isinstance(workers, int) or workers < 1:
+    if ray_address is None:
+        workers = default_workers(cores) if workers is None else workers
+    if workers is not None and (type(workers) is not int or workers < 1):
         raise InputError(f"workers must be a positive int, got {workers!r}")
 
     # -- watchlist and operating point
@@ -564,7 +575,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
         progress(summary)  # once before the first batch: totals and the resume point are known
 
     status, error = "complete", None
-    pool = None
+    pool = remote = None
+    executor: dict[str, Any] = {"kind": "local", "workers": workers}
     fh = None
     try:
         fh = open(out, "r+b" if out.exists() else "w+b")  # noqa: SIM115 (closed in finally)
@@ -585,17 +597,33 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
             results: Iterator[Any] = iter(())
         elif tpl_path is not None:
             results = (extract(None, b, tpl_path) for b in batches)
+            executor = {"kind": "local", "workers": 1}
+        elif ray_address is not None:
+            try:
+                from matcher.screen_ray import RayExtraction
+            except ImportError as exc:
+                raise InputError(str(exc)) from None
+
+            remote = RayExtraction(ray_address, workers, threads or 1, engine_options or {},
+                                   quality)
+            executor = remote.describe()
+            if remote.model != gkey:
+                raise ModelMismatchError(f"the engine makes {remote.model[0]}#{remote.model[1]} "
+                                         f"templates, the watchlist holds {gkey[0]}#{gkey[1]}")
+            results = remote.results(batches)
         elif workers == 1:
             if engine is None:
                 from matcher.engine import Engine
 
                 engine = Engine(threads=threads or cores, **(engine_options or {}))
+            executor = {"kind": "local", "workers": 1, "threads": engine.threads}
             results = (extract(engine, b, quality=quality) for b in batches)
         else:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
 
             kwargs = {**(engine_options or {}), "threads": threads or max(1, cores // workers)}
+            executor = {"kind": "local", "workers": workers, "threads": kwargs["threads"]}
             pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                        initializer=_worker_init, initargs=(kwargs, quality))
             results = _ordered(pool, batches, 2 * workers)
@@ -629,6 +657,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     finally:
         if pool is not None:
             pool.shutdown(wait=status == "complete", cancel_futures=True)
+        if remote is not None:
+            remote.close()
         if fh is not None:
             fh.close()
         summary.elapsed = time.monotonic() - t_start
@@ -647,7 +677,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 "probes_with_hits": summary.probes_with_hits, "failures": summary.failures,
                 "operating_point": {"fpir": fpir, "threshold": thr, "top_k": top_k,
                                     "quality": identity["quality"]},
-                "model": gallery.model, "model_hash": gallery.model_hash,
+                "model": gallery.model, "model_hash": gallery.model_hash, "executor": executor,
                 "output": str(out.resolve()), "matcher_version": _matcher_version()})
     return summary
 

@@ -36,8 +36,49 @@ def astronaut_bgr() -> np.ndarray:
     return np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
 
 
+# ----------------------------------------------------------------- screening (also under Ray)
+WATCHLIST_OTHERS = 30
+
+
+@pytest.fixture(scope="session")
+def others() -> np.ndarray:
+    """30 random unit vectors: synthetic watchlist subjects."""
+    v = np.random.default_rng(1).normal(size=(WATCHLIST_OTHERS, 128)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def watchlist(tmp_path_factory, engine, astronaut_bgr, others) -> Path:
+    """A watchlist file: the astronaut plus 30 random (synthetic) subjects."""
+    import matcher
+
+    g = matcher.Gallery(engine)
+    g.enroll("astronaut", engine.template(astronaut_bgr))
+    g.enroll_many([f"S{i:02d}" for i in range(WATCHLIST_OTHERS)], others)
+    path = tmp_path_factory.mktemp("wl") / "watchlist.gallery"
+    g.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mixed_dir(tmp_path_factory, astronaut_bgr) -> Path:
+    """Probe directory: a face, a group photo, corrupt / empty / non-image files, no face."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("probes")
+    (d / "group").mkdir()
+    cv2.imwrite(str(d / "astronaut.jpg"), astronaut_bgr)
+    cv2.imwrite(str(d / "group" / "two.png"), np.concatenate([astronaut_bgr, astronaut_bgr], 1))
+    (d / "corrupt.jpg").write_bytes(cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()[:300])
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.jpg").write_text("not an image at all\n")
+    (d / "readme.txt").write_text("ignored: no image suffix\n")
+    cv2.imwrite(str(d / "noise.png"), np.full((120, 160, 3), 90, np.uint8))
+    return d
+
+
 # Shared, noisy CI machines: a slow example is not a failure (hypothesis' default deadline is 200 ms).
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
 settings.register_profile("matcher", deadline=None)
 settings.load_profile("matcher")

@@ -29,22 +29,6 @@ def _unit(n: int, rng=RNG) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def others() -> np.ndarray:
-    return _unit(OTHERS, np.random.default_rng(1))
-
-
-@pytest.fixture(scope="module")
-def watchlist(tmp_path_factory, engine, astronaut_bgr, others) -> Path:
-    """The astronaut plus 30 random (synthetic) subjects."""
-    g = matcher.Gallery(engine)
-    g.enroll("astronaut", engine.template(astronaut_bgr))
-    g.enroll_many([f"S{i:02d}" for i in range(OTHERS)], others)
-    path = tmp_path_factory.mktemp("wl") / "watchlist.gallery"
-    g.save(path)
-    return path
-
-
 def _run(*args: str):
     return CliRunner().invoke(screen_cmd, [str(a) for a in args], catch_exceptions=False)
 
@@ -54,20 +38,7 @@ def _state(out: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- (3) + (4)
-@pytest.fixture(scope="module")
-def mixed_dir(tmp_path_factory, astronaut_bgr) -> Path:
-    d = tmp_path_factory.mktemp("probes")
-    (d / "group").mkdir()
-    cv2.imwrite(str(d / "astronaut.jpg"), astronaut_bgr)
-    cv2.imwrite(str(d / "group" / "two.png"), np.concatenate([astronaut_bgr, astronaut_bgr], 1))
-    (d / "corrupt.jpg").write_bytes(cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()[:300])
-    (d / "empty.png").write_bytes(b"")
-    (d / "notes.jpg").write_text("not an image at all\n")
-    (d / "readme.txt").write_text("ignored: no image suffix\n")
-    cv2.imwrite(str(d / "noise.png"), np.full((120, 160, 3), 90, np.uint8))
-    return d
-
-
+# Fixtures others, watchlist and mixed_dir: conftest.py (shared with test_screen_ray.py).
 @pytest.fixture(scope="module")
 def mixed_run(tmp_path_factory, watchlist, mixed_dir):
     out = tmp_path_factory.mktemp("out") / "hits.csv"
