@@ -90,18 +90,22 @@ def resolve(backend: str, precision: str) -> dict[str, tuple[str, str]]:
 
 
 def make_runner(path: Path, backend: str, precision: str, threads: int,
-                static_shapes: bool = False) -> Runner:
+                static_shapes: bool = False, streams: int = 1) -> Runner:
     """Create a runner for the prepared ONNX file ``path``.
 
-    ``static_shapes`` (OpenVINO only) compiles one network per input shape seen (LRU-cached),
-    which is faster for the fully convolutional detector whose input size follows the frame.
+    ``threads`` in all, split over ``streams`` requests that may run side by side (each with
+    ``threads // streams``). ``static_shapes`` (OpenVINO only) compiles one network per input
+    shape seen (LRU-cached), which is faster for the fully convolutional detector whose input
+    size follows the frame.
     """
-    if threads < 1:
-        raise InputError(f"threads must be >= 1, got {threads}")
+    if threads < 1 or not 1 <= streams <= threads:
+        raise InputError(f"need threads >= streams >= 1, got threads={threads}, streams={streams}")
     if backend == "onnxruntime":
-        return OnnxRuntimeRunner(path, threads)
+        # ONNX Runtime runs concurrent calls side by side anyway: size each call's share.
+        return OnnxRuntimeRunner(path, threads // streams)
     if backend == "openvino":
-        return OpenVinoRunner(path, threads, precision, static_shapes=static_shapes)
+        return OpenVinoRunner(path, threads, precision, static_shapes=static_shapes,
+                              streams=streams)
     raise InputError(f"unknown backend {backend!r}")
 
 
@@ -141,15 +145,18 @@ class OpenVinoRunner:
     backend = "openvino"
     MAX_SHAPES = 8
 
-    def __init__(self, path: Path, threads: int, precision: str, static_shapes: bool) -> None:
+    def __init__(self, path: Path, threads: int, precision: str, static_shapes: bool,
+                 streams: int = 1) -> None:
         self.threads = threads
+        self.streams = streams
         self.precision = precision
         self._static = static_shapes
         self._config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            # threads in all, split over the streams; one stream runs one request at a time.
             "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": streams,
+            "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
             # Gate processes run several engines side by side: do not pin threads to cores.
             "ENABLE_CPU_PINNING": False,
         }

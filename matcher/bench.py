@@ -19,8 +19,9 @@ PNG plots into an output folder:
     (OpenCV's objects are not thread-safe) and ``cv2.setNumThreads`` set like the engine.
 
 Threads follow :mod:`matcher.threads`: (a)-(c) run under the ``"latency"`` budget of ``total``
-threads (inference = total, FAISS 1, BLAS 1), (d) under ``"throughput"`` (a shared Engine with 1
-inference thread) and, for comparison, the latency engine shared as well. OpenCV gets the same
+threads (inference = total, FAISS 1, BLAS 1), (d) under ``"throughput"`` (a shared Engine whose
+``total`` threads run ``total`` requests side by side, one thread each) and, for comparison, the
+latency engine (one stream) shared as well. OpenCV gets the same
 thread count as the engine it stands beside. The budget in force before :func:`run` is restored
 afterwards.
 
@@ -492,7 +493,8 @@ def bench_concurrency(engines: dict[str, Any], cases, ks: tuple[int, ...], total
         for label, eng in engines.items():
             threshold = eng.operating_points[1e-4]
             wall, lat = _run_threads(k, per, lambda e=eng, t=threshold: one_to_one(e, t), cases)
-            rows.append({"k": k, "pipeline": label, "threads_per_request": eng.threads,
+            rows.append({"k": k, "pipeline": label,
+                         "threads_per_request": eng.threads // eng.streams,
                          "transactions": int(lat.size), "throughput_tps": lat.size / wall,
                          **stats(lat)})
         for label, nthreads in peer_threads.items():
@@ -734,10 +736,11 @@ def run(cfg: BenchConfig, echo: Callable[[str], None] = print) -> dict[str, Any]
         echo("(d) concurrency ...")
         with tb.budget(cfg.threads, "throughput") as thr_budget:
             res["environment"]["budget_throughput"] = thr_budget.as_dict()
-            eng1 = Engine(backend=cfg.backend, precision=cfg.precision)  # budget: 1 thread
-            engines = {f"matcher, shared Engine ({eng1.threads} thread)": eng1}
-            if eng.threads != eng1.threads:
-                engines[f"matcher, shared Engine ({eng.threads} threads)"] = eng
+            eng1 = Engine(backend=cfg.backend, precision=cfg.precision)  # budget's streams
+            engines = {f"matcher, shared Engine ({eng1.threads} threads, {eng1.streams} "
+                       "streams)": eng1}
+            if (eng.threads, eng.streams) != (eng1.threads, eng1.streams):
+                engines[f"matcher, shared Engine ({eng.threads} threads, 1 stream)"] = eng
             peers = {"OpenCV, pipeline per thread (1 thread)": 1}
             if eng.threads != 1:
                 peers[f"OpenCV, pipeline per thread ({eng.threads} threads)"] = eng.threads

@@ -84,7 +84,9 @@ class Engine:
     ``backend``: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``; ``precision`` (the
     recogniser's; the detector always runs fp32): ``"auto"``, ``"fp32"`` or ``"bf16"``. What
     "auto" picks is in :func:`matcher.backends.resolve`. ``threads``: inference threads (default:
-    all cores this process may use). ``flip=True`` also embeds each mirrored crop and averages
+    the thread budget of :mod:`matcher.threads`, else all cores this process may use);
+    ``streams``: requests run side by side, each with ``threads // streams`` threads (default:
+    the budget's, else 1; use more when several threads share the Engine). ``flip=True`` also embeds each mirrored crop and averages
     (more accurate, ~1.8x the embedding time; a different model hash). Models are prepared offline on first use
     (:mod:`matcher.models.prepare`). Thread-safe: create once, call from many threads.
     ``quality_policies``: overrides of the card's quality policies, ``{name: {threshold: value}}``
@@ -93,7 +95,7 @@ class Engine:
 
     def __init__(self, *, detector: str = "yunet-2023mar", recognizer: str = "sface-2021dec",
                  backend: str = "auto", precision: str = "auto", threads: int | None = None,
-                 max_side: int = 640, score_threshold: float | None = None,
+                 streams: int | None = None, max_side: int = 640, score_threshold: float | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_faces: int = 64,
                  batch_size: int = 16, flip: bool = False,
                  quality_policies: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -101,14 +103,20 @@ class Engine:
             from matcher import threads as _threads
 
             threads = _threads.inference_threads()
-        if not isinstance(threads, int) or threads < 1:
+            if streams is None:
+                streams = _threads.inference_streams()
+        streams = 1 if streams is None else streams
+        if type(threads) is not int or threads < 1:
             raise InputError(f"threads must be a positive int, got {threads!r}")
+        if type(streams) is not int or not 1 <= streams <= threads:
+            raise InputError(f"streams must be an int in 1..threads ({threads}), got {streams!r}")
         if max_pixels < 1 or max_faces < 1 or batch_size < 1:
             raise InputError("max_pixels, max_faces and batch_size must be positive")
         plan = resolve(backend, precision)
         self.backend, self.precision = plan["recognizer"]
         det_backend = plan["detector"][0]
         self.threads = threads
+        self.streams = streams
         self.max_pixels = int(max_pixels)
         self.batch_size = int(batch_size)
         det_card, rec_card = load_card(detector), load_card(recognizer)
@@ -116,10 +124,11 @@ class Engine:
             raise ModelError(f"{detector!r} must be a detector and {recognizer!r} a recogniser")
         self.detector = YuNetDetector(
             make_runner(prepare.prepared_path(det_card), det_backend, "fp32", threads,
-                        static_shapes=True),
+                        static_shapes=True, streams=streams),
             det_card, score_threshold=score_threshold, max_side=max_side, max_faces=max_faces)
         self.recognizer = SFaceRecognizer(
-            make_runner(prepare.prepared_path(rec_card), self.backend, self.precision, threads),
+            make_runner(prepare.prepared_path(rec_card), self.backend, self.precision, threads,
+                        streams=streams),
             rec_card, max_batch=batch_size, flip=flip)
         self.model = rec_card.id
         self.model_hash = model_fingerprint(det_card, rec_card, self.detector.max_side, flip)
@@ -292,6 +301,7 @@ class Engine:
             "backend": self.backend,
             "precision": self.precision,
             "threads": self.threads,
+            "streams": self.streams,
             "thread_budget": _thread_budget(),
             "simd": _native.simd_level(),
             "model": self.model,

@@ -13,11 +13,17 @@ the **total** threads the process may use, into a setting for each pool::
 Modes (``mode=`` or ``$MATCHER_THREADS_MODE``; default ``"latency"``):
 
 ``"latency"`` - one request at a time, as fast as possible (a gate serving one traveller):
-    inference threads per Engine = ``total``; workers = 1; FAISS 1 OpenMP thread per search;
-    BLAS 1 thread.
+    inference threads per Engine = ``total`` in 1 stream (every thread works on the one
+    request); workers = 1; FAISS 1 OpenMP thread per search; BLAS 1 thread.
 ``"throughput"`` - many requests at once (several gate threads on a shared Engine, batch
-    screening, one engine per worker process): workers = ``total``, each with 1 inference
-    thread (``Engine(threads=None)`` gets 1); FAISS 1; BLAS 1.
+    screening): workers = ``total``; an ``Engine(threads=None)`` gets ``total`` threads in
+    ``total`` streams, i.e. ``total`` requests run side by side with 1 thread each; FAISS 1;
+    BLAS 1. (A process per worker instead passes ``threads=1`` to each of its Engines.)
+
+Why streams: an OpenVINO network compiled with one stream runs one request at a time, whatever
+the number of threads calling it; measured here (SFace bf16, 2 cores, 2 gate threads on one
+network): 1 stream x 2 threads 111 faces/s, 2 streams x 1 thread 219 faces/s; a single request
+takes 7.3 ms on 1 stream x 2 threads and 8.7 ms on one of 2 streams.
 
 Why FAISS and BLAS get 1 thread in both modes: a single-probe search of 10^5 x 128 templates was
 slower with 2 OpenMP threads than with 1 on the 2-core development machines (see
@@ -64,6 +70,7 @@ __all__ = [
     "configure",
     "current",
     "ensure_configured",
+    "inference_streams",
     "inference_threads",
     "limits_report",
     "plan",
@@ -77,9 +84,10 @@ ENV_MODE = "MATCHER_THREADS_MODE"
 
 @dataclass(frozen=True)
 class ThreadBudget:
-    """How ``total`` threads are split. ``inference``: threads of each Engine; ``workers``: how
-    many requests are meant to run at once; ``faiss``: OpenMP threads per FAISS call; ``blas``:
-    BLAS threads. ``applied``: the pools actually capped by :func:`configure`."""
+    """How ``total`` threads are split. ``inference``: threads of each Engine; ``streams``: how
+    many requests an Engine runs side by side (its threads are split between them);
+    ``workers``: how many requests are meant to run at once; ``faiss``: OpenMP threads per FAISS
+    call; ``blas``: BLAS threads. ``applied``: the pools actually capped by :func:`configure`."""
 
     total: int
     mode: str
@@ -87,6 +95,7 @@ class ThreadBudget:
     workers: int
     faiss: int
     blas: int
+    streams: int = 1
     applied: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
@@ -132,8 +141,9 @@ def plan(total: int | None = None, mode: str | None = None) -> ThreadBudget:
         total = _env_total() or _cores()
     total = _check_total(total)
     if mode == "latency":
-        return ThreadBudget(total, mode, inference=total, workers=1, faiss=1, blas=1)
-    return ThreadBudget(total, mode, inference=1, workers=total, faiss=1, blas=1)
+        return ThreadBudget(total, mode, inference=total, workers=1, faiss=1, blas=1, streams=1)
+    return ThreadBudget(total, mode, inference=total, workers=total, faiss=1, blas=1,
+                        streams=total)
 
 
 _lock = threading.Lock()
@@ -212,6 +222,11 @@ def ensure_configured() -> ThreadBudget:
 def inference_threads() -> int:
     """Inference threads for an Engine created with ``threads=None``."""
     return ensure_configured().inference
+
+
+def inference_streams() -> int:
+    """Inference streams for an Engine created with ``threads=None`` and ``streams=None``."""
+    return ensure_configured().streams
 
 
 @contextlib.contextmanager

@@ -19,9 +19,9 @@ def _clean(monkeypatch):
 
 def test_plans_of_the_two_modes():
     lat = tb.plan(4, "latency")
-    assert (lat.inference, lat.workers, lat.faiss, lat.blas) == (4, 1, 1, 1)
+    assert (lat.inference, lat.streams, lat.workers, lat.faiss, lat.blas) == (4, 1, 1, 1, 1)
     thr = tb.plan(4, "throughput")
-    assert (thr.inference, thr.workers, thr.faiss, thr.blas) == (1, 4, 1, 1)
+    assert (thr.inference, thr.streams, thr.workers, thr.faiss, thr.blas) == (4, 4, 4, 1, 1)
     from matcher.backends import available_cores
 
     assert tb.plan().total == available_cores() and tb.plan().mode == "latency"
@@ -45,9 +45,9 @@ def test_environment_sets_the_default(monkeypatch):
     monkeypatch.setenv(tb.ENV_TOTAL, "3")
     monkeypatch.setenv(tb.ENV_MODE, "throughput")
     b = tb.plan()
-    assert (b.total, b.mode, b.inference, b.workers) == (3, "throughput", 1, 3)
+    assert (b.total, b.mode, b.inference, b.streams, b.workers) == (3, "throughput", 3, 3, 3)
     assert tb.current() == b  # not configured: the environment's plan, not applied
-    assert tb.inference_threads() == 1  # ...until an Engine asks: then applied
+    assert tb.inference_threads() == 3  # ...until an Engine asks: then applied
     assert tb.current().applied
 
 
@@ -93,8 +93,25 @@ def test_engine_takes_its_threads_from_the_budget():
     with tb.budget(2, "throughput"):
         eng = matcher.Engine()
         d = eng.describe()
-        assert d["threads"] == 1  # throughput: workers x 1 thread
+        # throughput: the threads in as many streams, so 2 gate threads run side by side
+        assert (d["threads"], d["streams"]) == (2, 2)
         assert d["thread_budget"]["workers"] == 2
+        if eng.recognizer.runner.backend == "openvino":
+            compiled, _ = eng.recognizer.runner._pool((1, 3, 112, 112))
+            assert int(compiled.get_property("NUM_STREAMS")) == 2
+        if eng.detector.runner.backend == "onnxruntime":
+            assert eng.detector.runner.threads == 1  # each concurrent call's share
     with tb.budget(2, "latency"):
         assert matcher.Engine().describe()["threads"] == 2
         assert matcher.Engine(threads=1).threads == 1  # an explicit count wins
+
+
+def test_streams_are_checked():
+    import matcher
+
+    with pytest.raises(InputError, match="streams"):
+        matcher.Engine(threads=1, streams=2)
+    with pytest.raises(InputError, match="streams"):
+        matcher.Engine(threads=2, streams=0)
+    eng = matcher.Engine(threads=2, streams=2)
+    assert eng.describe()["streams"] == 2
