@@ -14,6 +14,9 @@ Contenders:
   CSV output with an fsynced checkpoint per batch.
 - screen(workers=N): N spawned processes, each Engine with cores // N threads; the time
   includes spawning the workers and loading their models (a few seconds), as a user sees it.
+- with ``--ray``: screen(ray_address="local"): a Ray cluster started on this machine's cores,
+  one worker actor per core with a 1-thread Engine; the time includes starting Ray and the
+  actors (the driver is started from a temporary directory, see matcher.distributed.connect).
 
 Reported: wall time, probes/s, faces/s (faces searched), hits, and the ratio of probes/s to the
 naive loop. Requires ../shared/data/lfw-dev (or $MATCHER_LFW_DIR).
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--fpir", type=float, default=0.01)
+    ap.add_argument("--ray", action="store_true", help="also screen on a local Ray cluster")
     args = ap.parse_args()
 
     root = default_lfw_dir()
@@ -92,6 +96,19 @@ def main() -> None:
             label = f"screen workers={w}" + (
                 f" ({max(1, available_cores() // w)} threads each)" if w > 1 else " (in-process)")
             rows.append((label, dt, s.faces, s.hits))
+        if args.ray:
+            import os
+
+            os.chdir(tmp)
+            out = Path(tmp) / "hits-ray.csv"
+            t0 = time.perf_counter()
+            s = screen(wl, csv_path, out, fpir=args.fpir, top_k=5, batch_size=args.batch_size,
+                       ray_address="local", audit=False)
+            dt = time.perf_counter() - t0
+            rows.append((f"screen --ray local ({available_cores()} x 1 thread)", dt, s.faces,
+                         s.hits))
+            same = out.read_bytes() == (Path(tmp) / f"hits-{args.workers[0]}.csv").read_bytes()
+            print(f"Ray output identical to workers={args.workers[0]}: {same}")
 
     print(f"{'':40s} {'wall s':>7s} {'probes/s':>9s} {'faces/s':>8s} {'faces':>6s} "
           f"{'hits':>5s} {'vs naive':>8s}")

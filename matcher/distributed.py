@@ -50,6 +50,7 @@ from matcher.gallery import (
     Candidate,
     Gallery,
     Identification,
+    _is_vector,
     check_search_args,
     check_subject_id,
     check_time,
@@ -333,8 +334,10 @@ class ShardedGallery:
     def identify(self, probe: Template, k: int = 5, fpir: float | None = 0.003, *,
                  threshold: float | None = None) -> Identification:
         """Top-``k`` subjects over every shard for a template and the decision at ``fpir`` for
-        the whole gallery's size (or at an explicit ``threshold``)."""
-        return self.identify_many([probe], k, fpir, threshold=threshold)[0]
+        the whole gallery's size (or at an explicit ``threshold``). ``probe``: a Template or
+        one unit vector, as for :meth:`Gallery.identify`."""
+        one = probe if _is_vector(probe) else [probe]
+        return self.identify_many(one, k, fpir, threshold=threshold)[0]
 
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,
                       threshold: float | None = None) -> list[Identification]:

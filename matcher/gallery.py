@@ -122,6 +122,11 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(metadata))  # a private deep copy
 
 
+def _is_vector(x: Any) -> bool:
+    """One embedding row (a 1-D float array), not an image."""
+    return isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype != np.uint8
+
+
 class Gallery:
     """An in-process gallery of enrolled subjects, searched with FAISS / native kernels.
 
@@ -376,13 +381,14 @@ class Gallery:
 
     def identify(self, probe: Any, k: int = 5, fpir: float | None = 0.003, *,
                  threshold: float | None = None) -> Identification:
-        """Top-``k`` subjects for ``probe`` (a template or, with an engine, an image) and the
-        decision at ``fpir`` (or at an explicit ``threshold``)."""
+        """Top-``k`` subjects for ``probe`` (a template, one unit vector or, with an engine, an
+        image) and the decision at ``fpir`` (or at an explicit ``threshold``)."""
         if type(probe) is Template:  # the gate's hot path: no list, no stacking
             if probe._key != (self.model, self.model_hash):
                 self._check_template(probe)
             return self._search(probe.vector.reshape(1, -1), k, fpir, threshold)[0]
-        return self.identify_many([probe], k, fpir, threshold=threshold)[0]
+        one = probe if _is_vector(probe) else [probe]
+        return self.identify_many(one, k, fpir, threshold=threshold)[0]
 
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,
                       threshold: float | None = None) -> list[Identification]:

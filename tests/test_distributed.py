@@ -79,6 +79,7 @@ def check_equal(sg, g, probes):
         assert_same(sg.identify_many(probes, k=5, **kw), exp)
         tpl = matcher.Template(probes[0], MODEL, HASH)
         assert_same([sg.identify(tpl, k=5, **kw)], [g.identify(tpl, k=5, **kw)])
+        assert_same([sg.identify(probes[1], k=5, **kw)], [g.identify(probes[1], k=5, **kw)])
     return exp
 
 
