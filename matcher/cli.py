@@ -297,13 +297,28 @@ def gallery_enroll(name, items, folder, expires, quality, store, key_file, requi
 @click.argument("subject_ids", nargs=-1, required=True)
 @store_options
 def gallery_remove(name, subject_ids, store, key_file, require_encryption):
-    """Remove subjects (all their templates) from gallery NAME."""
+    """Remove subjects (all their templates) from gallery NAME (recorded in the store's audit
+    trail)."""
     st = _store(store, key_file, require_encryption)
-    g = st.get(name)
-    removed = [s for s in subject_ids if g.remove(s)]
-    st.save(name)
-    click.echo(json.dumps({"removed": removed,
-                           "not_found": [s for s in subject_ids if s not in removed]}))
+    done = st.remove(name, list(subject_ids))
+    click.echo(json.dumps({"removed": [s for s, d in zip(subject_ids, done) if d],
+                           "not_found": [s for s, d in zip(subject_ids, done) if not d]}))
+
+
+@gallery.command("forget")
+@click.argument("subject_id")
+@store_options
+def gallery_forget(subject_id, store, key_file, require_encryption):
+    """Remove SUBJECT_ID from every gallery of the store and record it in the audit trail
+    (STORE/audit.jsonl; the subject appears there only as a SHA-256 reference).
+
+    Prints {gallery: templates removed}. Exit status 2 if a gallery could not be opened or saved
+    (the others are still done; the audit record says "partial").
+
+    Example: matcher gallery forget --store /var/lib/matcher/galleries PNR-7QK2LM
+    """
+    st = _store(store, key_file, require_encryption)
+    click.echo(json.dumps({"subject_id": subject_id, "removed": st.forget(subject_id)}))
 
 
 @gallery.command("info")

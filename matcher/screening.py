@@ -47,24 +47,22 @@ matcher version, and the executor (local or Ray, workers, threads). No face data
 from __future__ import annotations
 
 import csv
-import getpass
 import hashlib
 import io
 import json
 import os
-import socket
 import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from matcher import audit as audit_trail
 from matcher.datasets import IMAGE_SUFFIXES
 from matcher.errors import InputError, MatcherError, ModelMismatchError, TemplateFormatError
 
@@ -412,17 +410,6 @@ def _matcher_version() -> str:
         return getattr(matcher, "__version__", "unknown")
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001  no passwd entry in some containers
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # ---------------------------------------------------------------------------- progress
 class Progress:
     """tqdm bar (rate, ETA) on a terminal; otherwise a plain log line every ``interval`` s."""
@@ -496,7 +483,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     from matcher.gallery_file import read as read_gallery_file
 
     t_start = time.monotonic()
-    started = _now()
+    started = audit_trail.now_utc()
     if fpir is not None and threshold is not None:
         raise InputError("give fpir or threshold, not both")
     if threshold is None and fpir is None:
@@ -663,9 +650,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
             fh.close()
         summary.elapsed = time.monotonic() - t_start
         if audit_path is not None:
-            _append_audit(audit_path, {
-                "event": "watchlist_screen", "time_utc": _now(), "started_utc": started,
-                "user": _user(), "host": socket.gethostname(), "status": status, "error": error,
+            audit_trail.append(audit_path, "watchlist_screen", {
+                "started_utc": started, "status": status, "error": error,
                 "resumed": summary.resumed_from > 0,
                 "watchlist": str(wl_path.resolve()) if wl_path else None,
                 "watchlist_sha256": wl_sha, "watchlist_subjects": len(gallery),
@@ -731,14 +717,3 @@ def _search(gallery: Any, batch: list[Probe], res: list[ProbeResult], gkey: tupl
     summary.hits += len(hits)
     summary.probes_with_hits += len(hit_probes)
     return hits
-
-
-def _append_audit(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,4 +1,10 @@
-"""A store directory of named galleries (one per flight or per day), searched together."""
+"""A store directory of named galleries (one per flight or per day), searched together.
+
+Privacy operations are recorded in the store's audit trail (``<root>/audit.jsonl`` by default,
+:mod:`matcher.audit`): ``forget`` (a subject removed from every gallery), ``remove``, ``delete``
+(a whole gallery) and ``purge_expired``. Records name galleries and counts, and subjects only by
+:func:`matcher.audit.subject_ref`; never ids in clear, templates or face data.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +15,42 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from matcher.errors import InputError
+from matcher import audit as audit_trail
+from matcher.errors import InputError, MatcherError
 from matcher.gallery import Candidate, Gallery, Identification, check_time
 from matcher.types import Template
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SUFFIX = ".gallery"
+AUDIT_FILE = "audit.jsonl"
+
+
+class StoreError(MatcherError):
+    """A store-wide operation could not reach every gallery. ``failed`` maps gallery names to
+    the reason; the operation was still applied (and saved) everywhere else."""
+
+    def __init__(self, message: str, failed: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failed = dict(failed)
 
 
 class GalleryStore:
     """Galleries saved as ``<root>/<name>.gallery``, opened lazily and kept in memory.
 
     ``key`` encrypts every gallery written (AES-256-GCM); ``require_encryption`` refuses to open
-    or write plaintext galleries. ``engine`` lets galleries take images.
+    or write plaintext galleries. ``engine`` lets galleries take images. ``audit``: the audit
+    trail's path (default ``<root>/audit.jsonl``; ``False``: none).
     """
 
     def __init__(self, root: str | Path, *, key: bytes | None = None,
-                 require_encryption: bool = False, engine: Any = None, threads: int = 1) -> None:
+                 require_encryption: bool = False, engine: Any = None, threads: int = 1,
+                 audit: str | Path | bool | None = None) -> None:
         if require_encryption and key is None:
             raise InputError("require_encryption needs a key")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.audit_path = None if audit is False else \
+            self.root / AUDIT_FILE if audit in (None, True) else Path(audit)
         self.key = key
         self.require_encryption = require_encryption
         self.engine = engine
@@ -76,13 +97,65 @@ class GalleryStore:
     def save(self, name: str) -> None:
         self.get(name).save(self._path(name), key=self.key)
 
+    def _audit(self, event: str, fields: dict[str, Any]) -> None:
+        if self.audit_path is not None:
+            audit_trail.append(self.audit_path, event, {"store": str(self.root.resolve()),
+                                                         **fields})
+
     def delete(self, name: str) -> bool:
-        """Delete a gallery from memory and disk; False if it did not exist."""
+        """Delete a gallery from memory and disk (audited); False if it did not exist."""
         path = self._path(name)
         with self._lock:
             existed = self._open.pop(name, None) is not None or path.exists()
             path.unlink(missing_ok=True)
-            return existed
+        if existed:
+            self._audit("delete_gallery", {"gallery": name})
+        return existed
+
+    def remove(self, name: str, subject_ids: Sequence[str]) -> list[bool]:
+        """Remove subjects (all their templates) from gallery ``name`` and save it (audited);
+        one bool per id, False where it was not enrolled."""
+        if isinstance(subject_ids, str):
+            raise InputError("subject_ids must be a sequence of ids, not one string")
+        g = self.get(name)
+        done = [g.remove(sid) for sid in subject_ids]
+        if any(done):
+            self.save(name)
+        self._audit("remove", {"gallery": name, "subjects": [
+            {"subject_ref": audit_trail.subject_ref(sid), "removed": d}
+            for sid, d in zip(subject_ids, done)]})
+        return done
+
+    def forget(self, subject_id: str) -> dict[str, int]:
+        """Remove ``subject_id`` from every gallery of the store, saving each gallery changed,
+        and record it in the audit trail. Returns ``{gallery: templates removed}`` for the
+        galleries that held the subject. A gallery that cannot be opened or saved (corrupt, wrong
+        key) does not stop the others: the audit record says ``"partial"`` and
+        :class:`StoreError` names it afterwards."""
+        if not isinstance(subject_id, str) or not subject_id:
+            raise InputError("subject_id must be a non-empty string")
+        removed: dict[str, int] = {}
+        failed: dict[str, str] = {}
+        for name in self.names():
+            try:
+                g = self.get(name)
+                try:
+                    n = len(g.subject(subject_id).template_ids)
+                except KeyError:  # not enrolled here
+                    continue
+                if g.remove(subject_id):
+                    self.save(name)
+                    removed[name] = n
+            except (MatcherError, OSError) as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"
+        self._audit("forget", {"subject_ref": audit_trail.subject_ref(subject_id),
+                               "status": "partial" if failed else "complete",
+                               "galleries_searched": len(self.names()),
+                               "removed": removed, "failed": failed})
+        if failed:
+            raise StoreError(f"forget reached all galleries but {sorted(failed)}: "
+                             + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), failed)
+        return removed
 
     def identify(self, probe: Any, galleries: Sequence[str], k: int = 5,
                  fpir: float | None = 0.003, *, threshold: float | None = None) -> Identification:
@@ -110,7 +183,8 @@ class GalleryStore:
         return Identification(cands, decision, threshold, fpir, total, gs[0][1].model)
 
     def purge_expired(self, now: datetime | None = None) -> dict[str, Any]:
-        """Delete expired galleries and expired subjects (saving what changed)."""
+        """Delete expired galleries and expired subjects (saving what changed; audited with
+        counts). Returns ``{"galleries": [deleted], "subjects": {gallery: [ids]}}``."""
         now = check_time(now, "now") or datetime.now(timezone.utc)
         report: dict[str, Any] = {"galleries": [], "subjects": {}}
         for name in self.names():
@@ -123,4 +197,8 @@ class GalleryStore:
             if gone:
                 self.save(name)
                 report["subjects"][name] = gone
+        self._audit("purge_expired", {"as_of": now.isoformat(),
+                                      "galleries_deleted": report["galleries"],
+                                      "subjects_removed": {k: len(v) for k, v in
+                                                           report["subjects"].items()}})
         return report
