@@ -60,14 +60,17 @@ def test_figures_are_positive_numbers(report):
         assert float(c) > 0, c
     res = json.loads((out / b.RESULTS).read_text())
     for r in res["stages"]["rows"]:
-        assert r["matcher"]["median_ms"] > 0 and r["matcher"]["p99_ms"] > 0
+        m = r["matcher"]
+        assert 0 < m["median_ms"] <= m["p95_ms"] <= m["p99_ms"]
     for side in ("one_to_one", "one_to_n"):
         for who in ("matcher", "opencv"):
             assert res["transactions"][side][who]["median_ms"] > 0
     assert [r["n"] for r in res["scaling"]["rows"]] == [100, 1000]
     ks = sorted({r["k"] for r in res["concurrency"]["rows"]})
     assert ks == [1, 2, 4, 8]
-    assert all(r["throughput_tps"] > 0 and r["p99_ms"] > 0 for r in res["concurrency"]["rows"])
+    assert all(r["throughput_tps"] > 0 and 0 < r["median_ms"] <= r["p95_ms"] <= r["p99_ms"]
+               for r in res["concurrency"]["rows"])
+    assert "| p50 ms | p95 ms | p99 ms |" in text
     assert res["environment"]["engine"]["threads"] >= 1
 
 
