@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -166,13 +167,17 @@ class ShardedGallery:
     binds the gallery to one pipeline (when omitted, the first enrolled templates bind it).
     ``ray_address`` is passed to ``ray.init`` if Ray is not initialised yet. ``kind`` and
     ``threads`` are each shard's index kind and FAISS threads. ``actor_options`` go to
-    ``_Shard.options`` (e.g. ``{"num_cpus": 1, "max_concurrency": 4}``).
+    ``_Shard.options`` (e.g. ``{"num_cpus": 1, "max_concurrency": 4}``). ``search_timeout``
+    (identify) and ``timeout`` (every other call: enrol, save, load...) bound, in seconds, how
+    long the driver waits for the shards; a shard that does not answer in time is a
+    :class:`ShardError` like a dead one (a write it was doing may still complete).
     Accepts :class:`~matcher.Template` objects and ``(n, dim)`` unit-vector arrays, never images.
     """
 
     def __init__(self, model: Any, model_hash: str | None = None, *, shards: int,
                  ray_address: str | None = None, kind: str = "auto", threads: int = 1,
-                 actor_options: dict[str, Any] | None = None,
+                 actor_options: dict[str, Any] | None = None, search_timeout: float = 30.0,
+                 timeout: float = 600.0,
                  _load_dir: Path | None = None, _key: bytes | None = None) -> None:
         if hasattr(model, "model") and hasattr(model, "model_hash"):  # an Engine
             model, model_hash = model.model, model_hash or model.model_hash
@@ -180,6 +185,10 @@ class ShardedGallery:
             raise InputError("model must be an Engine or a model id string")
         if type(shards) is not int or shards < 1:
             raise InputError(f"shards must be a positive int, got {shards!r}")
+        for name, value in (("search_timeout", search_timeout), ("timeout", timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InputError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.search_timeout, self.timeout = float(search_timeout), float(timeout)
         connect(ray_address)
         self.model = model
         self.model_hash = model_hash
@@ -198,13 +207,20 @@ class ShardedGallery:
         cls = _Shard.options(**self._actor_options) if self._actor_options else _Shard
         return cls.remote(self.model, self.model_hash, self.kind, self.threads, path, self._key)
 
-    def _gather(self, refs: Sequence[tuple[int, Any]]) -> list[Any]:
-        """``ray.get`` each (shard, ref); dead shards become one :class:`ShardError` naming them
-        all, a shard's own MatcherError is re-raised as itself."""
+    def _gather(self, refs: Sequence[tuple[int, Any]], timeout: float | None = None
+                ) -> list[Any]:
+        """``ray.get`` each (shard, ref) within ``timeout`` s in all (default ``self.timeout``);
+        dead or silent shards become one :class:`ShardError` naming them all, a shard's own
+        MatcherError is re-raised as itself."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         out, dead, why = [], [], []
         for i, ref in refs:
             try:
-                out.append(ray.get(ref))
+                out.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
+            except _rex.GetTimeoutError:
+                dead.append(i)
+                why.append(f"no answer within {self.timeout if timeout is None else timeout:g} s")
+                out.append(None)
             except _DEAD as exc:
                 dead.append(i)
                 why.append(type(exc).__name__)
@@ -216,13 +232,14 @@ class ShardedGallery:
                 raise
         if dead:
             names = ", ".join(f"shard {i} of {self.shards} ({w})" for i, w in zip(dead, why))
-            raise ShardError(f"{names} is not available: its actor died or cannot be reached; "
-                             "call restart_shard(i) to reload it from the last save", dead)
+            raise ShardError(f"{names} is not available: its actor died, hangs or cannot be "
+                             "reached; call restart_shard(i) to reload it from the last save",
+                             dead)
         return out
 
-    def _all(self, method: str, *args: Any) -> list[Any]:
+    def _all(self, method: str, *args: Any, timeout: float | None = None) -> list[Any]:
         return self._gather([(i, getattr(a, method).remote(*args))
-                             for i, a in enumerate(self._actors)])
+                             for i, a in enumerate(self._actors)], timeout)
 
     def restart_shard(self, i: int) -> None:
         """Replace shard ``i``'s actor by a new one loaded from the last save / load directory
@@ -344,7 +361,7 @@ class ShardedGallery:
         """:meth:`identify` for templates or unit-vector rows, sent to each shard in one call."""
         check_search_args(k, fpir, threshold)
         q, _ = self._vectors(probes)
-        parts = self._all("search", q, k)  # every shard, or ShardError
+        parts = self._all("search", q, k, timeout=self.search_timeout)  # all shards or ShardError
         total = sum(n for n, _ in parts)
         t = float(threshold) if threshold is not None else self.threshold_for(fpir, total)
         out = []
@@ -391,7 +408,8 @@ class ShardedGallery:
     @classmethod
     def load(cls, directory: str | Path, *, key: bytes | None = None,
              ray_address: str | None = None, threads: int = 1,
-             actor_options: dict[str, Any] | None = None) -> ShardedGallery:
+             actor_options: dict[str, Any] | None = None, search_timeout: float = 30.0,
+             timeout: float = 600.0) -> ShardedGallery:
         """Open a directory written by :meth:`save`: one actor per shard file, checked against
         the manifest's template counts."""
         from matcher.errors import GalleryFileError
@@ -411,7 +429,8 @@ class ShardedGallery:
         if missing:
             raise GalleryFileError(f"{d}: missing shard files {missing}")
         g = cls(model, model_hash, shards=shards, ray_address=ray_address, kind=kind,
-                threads=threads, actor_options=actor_options, _load_dir=d, _key=key)
+                threads=threads, actor_options=actor_options, search_timeout=search_timeout,
+                timeout=timeout, _load_dir=d, _key=key)
         got = g._all("template_count")
         if got != expected:
             raise GalleryFileError(f"{d}: shard template counts {got} differ from the "

@@ -11,7 +11,8 @@ interrupted under Ray can be resumed locally or under Ray.
 A worker that dies (node lost, out of memory) is restarted by Ray and its batch retried, up to
 :data:`MAX_RETRIES` times; extraction is idempotent, so a retry cannot duplicate a row. A batch
 that keeps killing workers ends the run with :class:`WorkerError` naming its probes; everything
-before it is checkpointed.
+before it is checkpointed. So does :data:`BATCH_TIMEOUT` seconds without any batch finishing
+(hung workers): the run never waits forever.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from matcher.screening import Probe, ProbeResult, extract
 MAX_RETRIES = 3
 #: Seconds to wait for every worker to load its engine before giving up (CPUs may be busy).
 START_TIMEOUT = 300.0
+#: Seconds without any batch finishing after which the workers count as hung.
+BATCH_TIMEOUT = 600.0
 #: Batches in flight per worker (one running, one queued, so a worker never waits on the driver).
 IN_FLIGHT = 2
 
@@ -135,7 +138,14 @@ class RayExtraction:
                 load[w] += 1
                 submitted += 1
             if yielded not in done:
-                (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=BATCH_TIMEOUT)
+                if not ready:
+                    first = batches[yielded][0].name if batches[yielded] else "?"
+                    raise WorkerError(f"no batch finished within {BATCH_TIMEOUT:g} s (Ray workers "
+                                      f"hang?), waiting for the batch from probe {first}; the "
+                                      "checkpoint holds every probe before it (rerun with "
+                                      "--resume)")
+                (ref,) = ready
                 i, w = inflight.pop(ref)
                 load[w] -= 1
                 done[i] = self._get(ref, batches[i])

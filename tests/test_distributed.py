@@ -222,3 +222,19 @@ def test_lfw_dev_equal(lfw_dir, engine):
     assert_same(sg.identify_many(templates, k=5, fpir=0.003), exp)
     assert all(r.decision == o for r, o in zip(exp, owners))  # each image finds itself
     print(f"lfw-dev: {len(templates)} templates in {time.perf_counter() - t0:.1f} s")
+
+
+def test_a_hanging_shard_is_a_timeout_naming_it(data):
+    vecs, owners, probes = data
+    sg = ShardedGallery(MODEL, HASH, shards=2, kind="flat", search_timeout=1.0)
+    sg.enroll_many(owners, vecs)
+    sg._actors[1].__ray_call__.remote(lambda self: time.sleep(4))  # shard 1 stuck for 4 s
+    t = time.monotonic()
+    with pytest.raises(ShardError, match=r"shard 1 of 2 \(no answer within 1 s\)") as err:
+        sg.identify_many(probes[:2], k=5, threshold=0.3)
+    assert err.value.shards == [1] and time.monotonic() - t < 3.5
+    time.sleep(3.5)  # once it answers again, searches work
+    assert len(sg.identify_many(probes[:2], k=5, threshold=0.3)) == 2
+    with pytest.raises(InputError, match="search_timeout"):
+        ShardedGallery(MODEL, HASH, shards=1, search_timeout=0)
+

@@ -186,3 +186,27 @@ def test_lfw_dev_batch_equal(tmp_path, lfw_dir, engine):
     s2 = screen(wl, probes, dist, batch_size=8, fpir=0.01, ray_address="auto")
     _same_run(dist, local)
     assert s1.hits == s2.hits and s1.hits >= 15, s1.format()  # most mates are found
+
+
+def test_hung_workers_end_the_run_with_a_clear_error(tmp_path, watchlist, mixed_dir, monkeypatch):
+    made = []
+    init = screen_ray.RayExtraction.__init__
+
+    def keep(self, *a, **kw):
+        init(self, *a, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(screen_ray.RayExtraction, "__init__", keep)
+    monkeypatch.setattr(screen_ray, "BATCH_TIMEOUT", 2.0)
+
+    def hang_all(s):
+        if s.processed == 1:
+            for a in made[0].actors:
+                a.__ray_call__.remote(lambda self: __import__("time").sleep(8))
+
+    out = tmp_path / "hits.csv"
+    with pytest.raises(screen_ray.WorkerError, match="no batch finished within 2 s"):
+        screen(watchlist, mixed_dir, out, batch_size=1, ray_address="auto", progress=hang_all)
+    state = json.loads(out.with_name(out.name + ".progress").read_text())
+    assert 1 <= state["done"] < state["probes"] and not state["complete"]
+
