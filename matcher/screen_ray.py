@@ -11,8 +11,8 @@ interrupted under Ray can be resumed locally or under Ray.
 A worker that dies (node lost, out of memory) is restarted by Ray and its batch retried, up to
 :data:`MAX_RETRIES` times; extraction is idempotent, so a retry cannot duplicate a row. A batch
 that keeps killing workers ends the run with :class:`WorkerError` naming its probes; everything
-before it is checkpointed. So does :data:`BATCH_TIMEOUT` seconds without any batch finishing
-(hung workers): the run never waits forever.
+before it is checkpointed. So does :data:`matcher.screening.BATCH_TIMEOUT` seconds without any
+batch finishing (hung workers): the run never waits forever.
 """
 
 from __future__ import annotations
@@ -26,23 +26,18 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("matcher screen --ray needs Ray: pip install 'matcher[ray]'") from exc
 
+from matcher import screening
 from matcher.distributed import connect
 from matcher.errors import InputError, MatcherError
 from matcher.image import EncodedImage, read_encoded
-from matcher.screening import Probe, ProbeResult, extract
+from matcher.screening import Probe, ProbeResult, WorkerError, extract
 
 #: Restarts of a dead worker actor, and retries of the batch it was running.
 MAX_RETRIES = 3
 #: Seconds to wait for every worker to load its engine before giving up (CPUs may be busy).
 START_TIMEOUT = 300.0
-#: Seconds without any batch finishing after which the workers count as hung.
-BATCH_TIMEOUT = 600.0
 #: Batches in flight per worker (one running, one queued, so a worker never waits on the driver).
 IN_FLIGHT = 2
-
-
-class WorkerError(MatcherError):
-    """Ray workers could not be started, or died on the same batch too often."""
 
 
 @ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
@@ -138,10 +133,11 @@ class RayExtraction:
                 load[w] += 1
                 submitted += 1
             if yielded not in done:
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=BATCH_TIMEOUT)
+                limit_s = screening.BATCH_TIMEOUT
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=limit_s)
                 if not ready:
                     first = batches[yielded][0].name if batches[yielded] else "?"
-                    raise WorkerError(f"no batch finished within {BATCH_TIMEOUT:g} s (Ray workers "
+                    raise WorkerError(f"no batch finished within {limit_s:g} s (Ray workers "
                                       f"hang?), waiting for the batch from probe {first}; the "
                                       "checkpoint holds every probe before it (rerun with "
                                       "--resume)")

@@ -263,6 +263,15 @@ def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = N
     return key, out
 
 
+#: Seconds without any batch finishing after which the workers count as hung (local worker
+#: processes and Ray workers alike): the run ends with :class:`WorkerError`, never waits forever.
+BATCH_TIMEOUT = 600.0
+
+
+class WorkerError(MatcherError):
+    """Screening workers could not be started, hang, or died on the same batch too often."""
+
+
 _WORKER_ENGINE: Any = None
 
 
@@ -677,7 +686,12 @@ def _ordered(pool: Any, batches: list[list[Probe]], window: int) -> Iterator[Any
         if len(pending) >= window:
             break
     while pending:
-        res = pending.popleft().result()
+        try:
+            res = pending.popleft().result(timeout=BATCH_TIMEOUT)
+        except TimeoutError:
+            raise WorkerError(f"no batch finished within {BATCH_TIMEOUT:g} s (worker processes "
+                              "hang?); the checkpoint holds every probe before it (rerun with "
+                              "--resume)") from None
         nxt = next(it, None)
         if nxt is not None:
             pending.append(pool.submit(_worker_extract, nxt))

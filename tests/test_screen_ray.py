@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'matcher[r
 
 from click.testing import CliRunner
 
-from matcher import screen_ray
+from matcher import screen_ray, screening
 from matcher.cli_screen import screen as screen_cmd
 from matcher.errors import InputError
 from matcher.screening import screen
@@ -197,7 +197,7 @@ def test_hung_workers_end_the_run_with_a_clear_error(tmp_path, watchlist, mixed_
         made.append(self)
 
     monkeypatch.setattr(screen_ray.RayExtraction, "__init__", keep)
-    monkeypatch.setattr(screen_ray, "BATCH_TIMEOUT", 2.0)
+    monkeypatch.setattr(screening, "BATCH_TIMEOUT", 2.0)
 
     def hang_all(s):
         if s.processed == 1:

@@ -331,3 +331,17 @@ def test_quality_failures_are_counted_by_reason(tmp_path, watchlist, astronaut_b
     assert s.failures == {"QualityError (move closer)": 1}
     s = screen(watchlist, d, tmp_path / "all.csv", threshold=0.3, quality=None)
     assert not s.failures
+
+
+def test_hung_worker_processes_end_the_run(monkeypatch):
+    from concurrent.futures import Future
+
+    from matcher import screening
+
+    class StuckPool:  # a pool whose workers never answer
+        def submit(self, fn, *args):
+            return Future()
+
+    monkeypatch.setattr(screening, "BATCH_TIMEOUT", 0.2)
+    with pytest.raises(screening.WorkerError, match="no batch finished within 0.2 s"):
+        next(screening._ordered(StuckPool(), [[], []], 2))
