@@ -21,12 +21,12 @@ import importlib.util
 import time
 
 import numpy as np
+from matcher.models import prepare
+from matcher.models.cards import load_card
 
 import matcher
 from matcher.backends import cpu_supports_bf16
 from matcher.datasets import default_lfw_dir, labelled_images, read_pairs
-from matcher.models import prepare
-from matcher.models.cards import load_card
 
 
 def crops(eng: matcher.Engine, paths: list) -> np.ndarray:
@@ -50,8 +50,8 @@ def main() -> None:
     root = default_lfw_dir()
     if root is None:
         raise SystemExit("lfw-dev not found: set MATCHER_LFW_DIR")
-    import openvino as ov
     import onnxruntime as ort
+    import openvino as ov
 
     paired = {p.a.parent.name for p in read_pairs(root)} | {p.b.parent.name
                                                              for p in read_pairs(root)}
