@@ -57,3 +57,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)  # releases the lock
+
+
+def read_limited(path: str | os.PathLike, limit: int, *, too_large: type[Exception],
+                 unreadable: type[Exception], what: str = "") -> bytes:
+    """The bytes of ``path``: ``too_large`` (checked before reading) above ``limit`` bytes,
+    ``unreadable`` for any OS error; ``what`` prefixes the path in the latter's message."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise too_large(f"{path}: {size} bytes exceeds {limit}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise unreadable(f"cannot read {what}{path}: {exc.strerror or exc}") from exc

@@ -136,11 +136,8 @@ def _finite_float(text: str) -> float:
 
 
 def read(path: Path) -> bytes:
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise GalleryFileError(f"{path}: {size} bytes exceeds {MAX_FILE_BYTES}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise GalleryFileError(f"cannot read gallery file {path}: {exc.strerror or exc}") from exc
+    """A gallery file's bytes (:class:`GalleryFileError` above MAX_FILE_BYTES or unreadable)."""
+    from matcher.fileio import read_limited
+
+    return read_limited(path, MAX_FILE_BYTES, too_large=GalleryFileError,
+                        unreadable=GalleryFileError, what="gallery file ")

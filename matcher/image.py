@@ -58,14 +58,10 @@ def load_image(image: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
 def read_encoded(path: str | os.PathLike) -> bytes:
     """The bytes of an image file, refused (:class:`ImageTooLargeError`) above
     :data:`MAX_ENCODED_BYTES`; an unreadable file is an :class:`ImageDecodeError`."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_ENCODED_BYTES:
-            raise ImageTooLargeError(f"{path}: {size} bytes exceeds {MAX_ENCODED_BYTES}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    from matcher.fileio import read_limited
+
+    return read_limited(path, MAX_ENCODED_BYTES, too_large=ImageTooLargeError,
+                        unreadable=ImageDecodeError)
 
 
 def _check_size(h: int, w: int, max_pixels: int, what: str) -> None:

@@ -77,6 +77,29 @@ def mixed_dir(tmp_path_factory, astronaut_bgr) -> Path:
     return d
 
 
+# ----------------------------------------------------------------- Ray (tests of matcher.distributed)
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster of 2 CPUs for one test module (skips without Ray). Ray puts the
+    driver's working directory first on its workers' sys.path, so the driver runs from a temporary
+    directory, not the repository (whose matcher/ has no compiled extension after a non-editable
+    install; see matcher.distributed.connect)."""
+    import os
+
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'matcher[ray]'")
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-driver"))
+    started = not ray.is_initialized()
+    try:
+        if started:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+        os.chdir(cwd)
+
+
 # Shared, noisy CI machines: a slow example is not a failure (hypothesis' default deadline is 200 ms).
 from hypothesis import settings
 

@@ -25,21 +25,8 @@ SHARDS = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(tmp_path_factory):
-    # Ray puts the driver's working directory first on its workers' sys.path; started from the
-    # repository root, workers would import the source tree's `matcher/` (without the compiled
-    # extension of a non-editable install) instead of the installed package.
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("ray-driver"))
-    started = not ray.is_initialized()
-    try:
-        if started:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-        os.chdir(cwd)
+def _ray(ray_cluster):  # conftest.py: a local 2-CPU cluster, driver outside the repository
+    return ray_cluster
 
 
 def unit(rng, n, d=128):

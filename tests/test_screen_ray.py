@@ -4,7 +4,6 @@ across both, dead workers retried, failures reported clearly."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +24,22 @@ RUN_FIELDS = {"time_utc", "started_utc", "output", "executor"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(tmp_path_factory):
-    # Ray puts the driver's working directory first on its workers' sys.path: start it outside
-    # the repository (see matcher.distributed.connect).
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("ray-driver"))
-    started = not ray.is_initialized()
-    try:
-        if started:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-        os.chdir(cwd)
+def _ray(ray_cluster):  # conftest.py: a local 2-CPU cluster, driver outside the repository
+    return ray_cluster
+
+
+@pytest.fixture
+def extractions(monkeypatch) -> list:
+    """The RayExtraction objects screen() creates during the test (to reach their actors)."""
+    made = []
+    init = screen_ray.RayExtraction.__init__
+
+    def keep(self, *a, **kw):
+        init(self, *a, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(screen_ray.RayExtraction, "__init__", keep)
+    return made
 
 
 def _audit(out: Path) -> list[dict]:
@@ -98,15 +99,8 @@ def test_interrupted_ray_run_resumes_under_ray_or_locally(tmp_path, watchlist, m
 
 
 def test_a_killed_worker_is_restarted_and_its_batch_retried(tmp_path, watchlist, mixed_dir,
-                                                            local_run, monkeypatch):
-    made = []
-    init = screen_ray.RayExtraction.__init__
-
-    def keep(self, *a, **kw):
-        init(self, *a, **kw)
-        made.append(self)
-
-    monkeypatch.setattr(screen_ray.RayExtraction, "__init__", keep)
+                                                            local_run, extractions):
+    made = extractions
     killed = []
 
     def kill_one(s):
@@ -188,15 +182,9 @@ def test_lfw_dev_batch_equal(tmp_path, lfw_dir, engine):
     assert s1.hits == s2.hits and s1.hits >= 15, s1.format()  # most mates are found
 
 
-def test_hung_workers_end_the_run_with_a_clear_error(tmp_path, watchlist, mixed_dir, monkeypatch):
-    made = []
-    init = screen_ray.RayExtraction.__init__
-
-    def keep(self, *a, **kw):
-        init(self, *a, **kw)
-        made.append(self)
-
-    monkeypatch.setattr(screen_ray.RayExtraction, "__init__", keep)
+def test_hung_workers_end_the_run_with_a_clear_error(tmp_path, watchlist, mixed_dir, monkeypatch,
+                                                      extractions):
+    made = extractions
     monkeypatch.setattr(screening, "BATCH_TIMEOUT", 2.0)
 
     def hang_all(s):
