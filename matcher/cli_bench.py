@@ -33,7 +33,7 @@ def bench(out: str, quick: bool, large: bool, threads: int | None, faces: int | 
 
     Sections: (a) per-stage times (decode, detect, align, embed, unseal, compare) vs OpenCV
     FaceDetectorYN + FaceRecognizerSF on the same model files; (b) end-to-end 1:1 and 1:N
-    (flight gallery of 500) transactions, median and p99; (c) identify latency vs gallery size
+    (flight gallery of 500) transactions, p50 / p95 / p99; (c) identify latency vs gallery size
     vs faiss IndexFlatIP and numpy; (d) K gate threads (1, 2, 4, 8) on a shared Engine:
     throughput and p99 vs OpenCV. The full run takes about a minute here; --quick seconds.
 

@@ -51,10 +51,10 @@ from matcher.gallery import (
     Candidate,
     Gallery,
     Identification,
-    _is_vector,
     check_search_args,
     check_subject_id,
     check_time,
+    is_vector,
 )
 from matcher.types import Template
 
@@ -76,8 +76,8 @@ class ShardError(MatcherError):
 
 def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` ("auto", "ray://host:port", a GCS address; "local":
-    start one on this machine's cores; None: Ray's default) unless Ray is initialised already. Returns True if this call
-    started or joined it (the caller may ``ray.shutdown()`` when done).
+    start one on this machine's cores; None: Ray's default) unless Ray is initialised already.
+    Returns True if this call started or joined it (the caller may ``ray.shutdown()`` when done).
 
     Refuses (:class:`InputError`) to start from a directory holding a different ``matcher``
     source tree: Ray puts the driver's working directory first on its workers' ``sys.path``, so
@@ -212,14 +212,15 @@ class ShardedGallery:
         """``ray.get`` each (shard, ref) within ``timeout`` s in all (default ``self.timeout``);
         dead or silent shards become one :class:`ShardError` naming them all, a shard's own
         MatcherError is re-raised as itself."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         out, dead, why = [], [], []
         for i, ref in refs:
             try:
                 out.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
             except _rex.GetTimeoutError:
                 dead.append(i)
-                why.append(f"no answer within {self.timeout if timeout is None else timeout:g} s")
+                why.append(f"no answer within {limit:g} s")
                 out.append(None)
             except _DEAD as exc:
                 dead.append(i)
@@ -353,7 +354,7 @@ class ShardedGallery:
         """Top-``k`` subjects over every shard for a template and the decision at ``fpir`` for
         the whole gallery's size (or at an explicit ``threshold``). ``probe``: a Template or
         one unit vector, as for :meth:`Gallery.identify`."""
-        one = probe if _is_vector(probe) else [probe]
+        one = probe if is_vector(probe) else [probe]
         return self.identify_many(one, k, fpir, threshold=threshold)[0]
 
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,

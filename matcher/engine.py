@@ -86,8 +86,9 @@ class Engine:
     "auto" picks is in :func:`matcher.backends.resolve`. ``threads``: inference threads (default:
     the thread budget of :mod:`matcher.threads`, else all cores this process may use);
     ``streams``: requests run side by side, each with ``threads // streams`` threads (default:
-    the budget's, else 1; use more when several threads share the Engine). ``flip=True`` also embeds each mirrored crop and averages
-    (more accurate, ~1.8x the embedding time; a different model hash). Models are prepared offline on first use
+    the budget's, else 1; use more when several threads share the Engine). ``flip=True`` also
+    embeds each mirrored crop and averages (more accurate, ~1.8x the embedding time; a
+    different model hash). Models are prepared offline on first use
     (:mod:`matcher.models.prepare`). Thread-safe: create once, call from many threads.
     ``quality_policies``: overrides of the card's quality policies, ``{name: {threshold: value}}``
     (see :mod:`matcher.quality`; new names add policies).
@@ -95,7 +96,8 @@ class Engine:
 
     def __init__(self, *, detector: str = "yunet-2023mar", recognizer: str = "sface-2021dec",
                  backend: str = "auto", precision: str = "auto", threads: int | None = None,
-                 streams: int | None = None, max_side: int = 640, score_threshold: float | None = None,
+                 streams: int | None = None, max_side: int = 640,
+                 score_threshold: float | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_faces: int = 64,
                  batch_size: int = 16, flip: bool = False,
                  quality_policies: Mapping[str, Mapping[str, Any]] | None = None) -> None:

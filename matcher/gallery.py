@@ -122,7 +122,7 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(metadata))  # a private deep copy
 
 
-def _is_vector(x: Any) -> bool:
+def is_vector(x: Any) -> bool:
     """One embedding row (a 1-D float array), not an image."""
     return isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype != np.uint8
 
@@ -387,7 +387,7 @@ class Gallery:
             if probe._key != (self.model, self.model_hash):
                 self._check_template(probe)
             return self._search(probe.vector.reshape(1, -1), k, fpir, threshold)[0]
-        one = probe if _is_vector(probe) else [probe]
+        one = probe if is_vector(probe) else [probe]
         return self.identify_many(one, k, fpir, threshold=threshold)[0]
 
     def identify_many(self, probes: Any, k: int = 5, fpir: float | None = 0.003, *,

@@ -58,13 +58,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from matcher import audit as audit_trail
 from matcher.datasets import IMAGE_SUFFIXES
 from matcher.errors import InputError, MatcherError, ModelMismatchError, TemplateFormatError
+
+if TYPE_CHECKING:
+    from matcher.image import EncodedImage
 
 # ---------------------------------------------------------------------------- templates files
 TEMPLATES_MAGIC = b"MTS1"
@@ -142,7 +145,7 @@ class Probe(NamedTuple):
     path: str | None = None
     span: tuple[int, int] | None = None
     error: str | None = None
-    data: Any = None  # an EncodedImage
+    data: EncodedImage | None = None
 
 
 @dataclass

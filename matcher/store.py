@@ -136,7 +136,8 @@ class GalleryStore:
             raise InputError("subject_id must be a non-empty string")
         removed: dict[str, int] = {}
         failed: dict[str, str] = {}
-        for name in self.names():
+        names = self.names()
+        for name in names:
             try:
                 g = self.get(name)
                 try:
@@ -150,7 +151,7 @@ class GalleryStore:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         self._audit("forget", {"subject_ref": audit_trail.subject_ref(subject_id),
                                "status": "partial" if failed else "complete",
-                               "galleries_searched": len(self.names()),
+                               "galleries_searched": len(names),
                                "removed": removed, "failed": failed})
         if failed:
             raise StoreError(f"forget reached all galleries but {sorted(failed)}: "
