@@ -6,6 +6,7 @@ Set MATCHER_SANITIZE=1 to build with AddressSanitizer and UndefinedBehaviorSanit
 """
 
 import os
+
 import numpy as np
 from Cython.Build import cythonize
 from pybind11.setup_helpers import Pybind11Extension

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matcher.models import prepare
+from matcher.models.cards import load_card
 
 from matcher.datasets import default_lfw_dir
 from matcher.image import load_image
-from matcher.models import prepare
-from matcher.models.cards import load_card
 
 
 def face_images(n: int = 64) -> list[Path | np.ndarray]:

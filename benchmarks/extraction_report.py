@@ -14,9 +14,9 @@ import json
 import time
 
 import numpy as np
+from common import OpenCVPipeline, face_images, frames, summary
 
 import matcher
-from common import OpenCVPipeline, face_images, frames, summary
 
 
 def interleaved(fa, fb, items, repeat):

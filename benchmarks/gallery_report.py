@@ -19,9 +19,9 @@ import argparse
 import time
 
 import numpy as np
+from common import summary
 
 import matcher
-from common import summary
 from matcher.datasets import default_lfw_dir
 from matcher.evaluation import templates_of
 from matcher.gallery import Gallery
@@ -67,7 +67,7 @@ def flight(eng, pairs, rng) -> None:
         v = t.vector
         s = time.perf_counter(); int(np.argmax(vecs @ v)); peer.append(time.perf_counter() - s)
     ours, peer = np.array(ours), np.array(peer)
-    us = lambda a: f"median {1e6 * np.median(a):6.1f} us  p99 {1e6 * np.percentile(a, 99):6.1f} us"  # noqa: E731
+    us = lambda a: f"median {1e6 * np.median(a):6.1f} us  p99 {1e6 * np.percentile(a, 99):6.1f} us"
     print(f"N=500  identify(k=5, fpir=0.003): {us(ours)}")
     print(f"N=500  numpy G @ q + argmax     : {us(peer)}")
     print(f"N=500  ratio (identify / numpy): {np.median(ours) / np.median(peer):.2f}x")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from common import OpenCVPipeline, face_images, frames
 
 import matcher
-from common import OpenCVPipeline, face_images, frames
 
 IMAGES = frames(face_images(32))
 

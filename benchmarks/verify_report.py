@@ -16,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 
 import cv2
 import numpy as np
+from common import face_images, frames, summary, timings
 
 import matcher
-from common import face_images, frames, summary, timings
 
 
 def main() -> None:

@@ -43,8 +43,9 @@ import tempfile
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -464,7 +465,7 @@ def _gallery_target(encrypted: bool) -> Callable[[random.Random, np.random.Gener
                                    require_encryption=encrypted and rng.random() < 0.5)
         except MemoryError as e:
             raise Bad(f"memory bomb: {e!r}") from None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if "(MemoryError)" in str(e):  # index.py turns FAISS' bad_alloc into InputError
                 raise Bad(f"memory bomb (allocation beyond the worker's address-space limit): "
                           f"{e}") from None
@@ -741,7 +742,7 @@ def run_one(target: str, seed: int, index: int) -> str | None:
         return None
     except Bad as e:
         return f"contract: {e}"
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         tb = traceback.extract_tb(e.__traceback__)[-3:]

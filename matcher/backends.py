@@ -191,7 +191,7 @@ class OpenVinoRunner:
         return entry
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        (name, x), = feed.items()
+        ((_, x),) = feed.items()
         compiled, pool = self._pool(tuple(x.shape))
         try:
             req = pool.get_nowait()

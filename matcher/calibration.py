@@ -33,8 +33,14 @@ from typing import Any
 import numpy as np
 
 from matcher.errors import CalibrationError, InputError
-from matcher.evaluation import (STANDARD_FMRS, Scores, all_pairs_scores, fmr_key, folder_templates,
-                                threshold_at_fmr)
+from matcher.evaluation import (
+    STANDARD_FMRS,
+    Scores,
+    all_pairs_scores,
+    fmr_key,
+    folder_templates,
+    threshold_at_fmr,
+)
 from matcher.models.cards import ModelCard
 
 

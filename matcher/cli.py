@@ -389,10 +389,10 @@ def demo(data: str | None, max_pairs: int, backend: str, precision: str,
 
 
 # Commands that live in their own modules.
-from matcher.cli_bench import bench  # noqa: E402
-from matcher.cli_icao import verify_doc  # noqa: E402
-from matcher.cli_quality import erc, quality  # noqa: E402
-from matcher.cli_screen import screen  # noqa: E402
+from matcher.cli_bench import bench
+from matcher.cli_icao import verify_doc
+from matcher.cli_quality import erc, quality
+from matcher.cli_screen import screen
 
 main.add_command(screen)
 main.add_command(bench)

@@ -6,7 +6,6 @@ Registered on the ``matcher`` group in :mod:`matcher.cli` with
 
 from __future__ import annotations
 
-
 import click
 
 from matcher.cli_common import engine_from_options, engine_options, exit_with_decision, fail

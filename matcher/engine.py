@@ -13,12 +13,18 @@ import numpy as np
 from matcher import _native
 from matcher import quality as _quality
 from matcher._pair import cosine
+from matcher.backends import make_runner, resolve
 from matcher.calibration import lookup, thresholds_for
 from matcher.decision import Decision
-from matcher.backends import make_runner, resolve
 from matcher.detector import YuNetDetector
-from matcher.errors import (InputError, MatcherError, ModelError, ModelMismatchError, NoFaceError,
-                            QualityError)
+from matcher.errors import (
+    InputError,
+    MatcherError,
+    ModelError,
+    ModelMismatchError,
+    NoFaceError,
+    QualityError,
+)
 from matcher.image import DEFAULT_MAX_PIXELS, ImageLike, load_image
 from matcher.models import prepare
 from matcher.models.cards import ModelCard, load_card

@@ -263,9 +263,9 @@ def evaluate(engine: Any, root: Path, protocol: str, *, bootstrap: int = 1000,
 
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable summary of :func:`evaluate`'s report."""
-    lines = [f"{r['protocol']} protocol on {r['data']}: {r['genuine_scores']} genuine, "
-             f"{r['impostor_scores']} impostor comparisons; failures to acquire: "
-             f"{r['failures_to_acquire'] or 'none'}"]
+    lines = [(f"{r['protocol']} protocol on {r['data']}: {r['genuine_scores']} genuine, "
+              f"{r['impostor_scores']} impostor comparisons; failures to acquire: "
+              f"{r['failures_to_acquire'] or 'none'}")]
     if "accuracy" in r:
         lines.append(f"accuracy (fold-wise threshold): {100 * r['accuracy']:.2f}% "
                      f"± {100 * r['accuracy_std']:.2f}")

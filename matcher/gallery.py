@@ -22,8 +22,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from matcher.calibration import calibration_record, fpir_threshold
-from matcher.errors import (CalibrationError, GalleryFileError, InputError, MatcherError,
-                            ModelMismatchError, TemplateError)
+from matcher.errors import (
+    CalibrationError,
+    GalleryFileError,
+    InputError,
+    MatcherError,
+    ModelMismatchError,
+    TemplateError,
+)
 from matcher.index import VectorIndex
 from matcher.rwlock import RWLock
 from matcher.types import Template
@@ -71,7 +77,7 @@ class Subject:
                 "enrolled_at": self.enrolled_at.isoformat()}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Subject":
+    def from_json(cls, d: dict[str, Any]) -> Subject:
         return cls(id=d["id"], template_ids=[int(t) for t in d["template_ids"]],
                    metadata=d.get("metadata") or {},
                    expires_at=_parse_time(d.get("expires_at")),
@@ -471,7 +477,7 @@ class Gallery:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, key: bytes | None = None, require_encryption: bool = False,
-                   engine: Any = None, threads: int = 1) -> "Gallery":
+                   engine: Any = None, threads: int = 1) -> Gallery:
         """Rebuild a gallery from :meth:`to_bytes` output, checking every part."""
         from matcher import gallery_file
 
@@ -503,7 +509,7 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | Path, *, key: bytes | None = None, require_encryption: bool = False,
-             engine: Any = None, threads: int = 1) -> "Gallery":
+             engine: Any = None, threads: int = 1) -> Gallery:
         """Open a saved gallery; truncated, tampered or wrong-key files raise typed errors."""
         from matcher import gallery_file
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -130,7 +131,7 @@ def _no_constant(name: str) -> float:
 
 def _finite_float(text: str) -> float:
     v = float(text)
-    if v != v or v in (float("inf"), float("-inf")):  # 1e999 parses as infinity
+    if not math.isfinite(v):  # "nan" parses, and 1e999 parses as infinity
         raise ValueError(f"non-finite number {text[:20]} in gallery metadata")
     return v
 

@@ -52,8 +52,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matcher.decision import Decision
-from matcher.errors import (DocumentError, ImageDecodeError, ImageTooLargeError, InputError,
-                            MatcherError, NoFaceError)
+from matcher.errors import (
+    DocumentError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    MatcherError,
+    NoFaceError,
+)
 from matcher.image import ImageLike, load_image
 
 #: Largest DG2 accepted (real ones are 10-100 KB; the LDS allows far less than this).
@@ -316,7 +322,7 @@ def _pose_code(angle: int | None) -> int:
         return 0
     if not -180 <= angle <= 180:
         raise InputError(f"pose angle {angle} outside -180..180 degrees")
-    return int(round(angle / 2)) + 91
+    return round(angle / 2) + 91
 
 
 def _facial_record(faces: Sequence[FaceImage]) -> bytes:

@@ -6,7 +6,7 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ class EncodedImage(NamedTuple):
 
 #: A path, encoded image bytes (JPEG, PNG, WebP, BMP, TIFF, JPEG 2000...), an
 #: :class:`EncodedImage` or a uint8 array.
-ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, EncodedImage, np.ndarray]
+ImageLike = str | os.PathLike | bytes | bytearray | memoryview | EncodedImage | np.ndarray
 
 #: Default pixel limit: 40 Mpx covers every camera and document scanner a gate meets, and bounds
 #: one decoded frame to 120 MB; a 30000 x 30000 image (900 Mpx) is refused before decoding.

@@ -52,11 +52,11 @@ class RWLock:
             self._writer = False
             self._cond.notify_all()
 
-    def read(self) -> "_Held":
+    def read(self) -> _Held:
         """Context manager holding the lock shared."""
         return _Held(self.acquire_read, self.release_read)
 
-    def write(self) -> "_Held":
+    def write(self) -> _Held:
         """Context manager holding the lock exclusively."""
         return _Held(self.acquire_write, self.release_write)
 

@@ -38,6 +38,12 @@ MAX_RETRIES = 3
 START_TIMEOUT = 300.0
 #: Batches in flight per worker (one running, one queued, so a worker never waits on the driver).
 IN_FLIGHT = 2
+#: Probe file bytes the driver keeps in flight (read, sent, result not yet received) at once:
+#: 1 GiB. Files are capped at :data:`matcher.image.MAX_ENCODED_BYTES` each, so without it a folder
+#: of large scans could hold ``IN_FLIGHT x workers x batch_size x 256 MB`` on the driver. A batch
+#: larger than the budget still goes, alone. (The next batch, read and waiting for room, comes on
+#: top.)
+MAX_INFLIGHT_BYTES = 1 << 30
 
 
 @ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
@@ -55,6 +61,11 @@ class _Extractor:
 
     def extract(self, probes: list[Probe]) -> tuple[tuple[str, str] | None, list[ProbeResult]]:
         return extract(self.engine, probes, quality=self.quality)
+
+
+def data_bytes(probes: Sequence[Probe]) -> int:
+    """Encoded bytes the probes carry."""
+    return sum(len(p.data.data) for p in probes if p.data is not None)
 
 
 def with_data(probes: Sequence[Probe]) -> list[Probe]:
@@ -76,12 +87,21 @@ class RayExtraction:
     """``workers`` Ray actors with an Engine each; :meth:`results` maps probe batches in order.
 
     ``address``: see :func:`matcher.distributed.connect`. ``workers=None``: as many as the
-    cluster's free CPUs allow at ``threads`` CPUs each."""
+    cluster's free CPUs allow at ``threads`` CPUs each. ``max_inflight_bytes``: see
+    :data:`MAX_INFLIGHT_BYTES`; :attr:`peak_inflight_bytes` is the most the run held."""
 
     def __init__(self, address: str | None, workers: int | None, threads: int,
-                 engine_options: dict[str, Any], quality: Any) -> None:
+                 engine_options: dict[str, Any], quality: Any, *,
+                 max_inflight_bytes: int | None = None) -> None:
         if type(threads) is not int or threads < 1:
             raise InputError(f"threads must be a positive int, got {threads!r}")
+        if max_inflight_bytes is None:
+            max_inflight_bytes = MAX_INFLIGHT_BYTES
+        if type(max_inflight_bytes) is not int or max_inflight_bytes < 1:
+            raise InputError(f"max_inflight_bytes must be a positive int, got "
+                             f"{max_inflight_bytes!r}")
+        self.max_inflight_bytes = max_inflight_bytes
+        self.peak_inflight_bytes = 0
         self.started = connect(address)
         try:
             free = int(ray.available_resources().get("CPU", 0))
@@ -119,18 +139,29 @@ class RayExtraction:
     def results(self, batches: Sequence[list[Probe]]
                 ) -> Iterator[tuple[tuple[str, str] | None, list[ProbeResult]]]:
         """Extraction results of ``batches``, in order. A batch goes to the least-loaded worker;
-        at most :data:`IN_FLIGHT` batches per worker are in flight or waiting to be yielded."""
+        at most :data:`IN_FLIGHT` batches per worker, and :attr:`max_inflight_bytes` of probe
+        files, are in flight or waiting to be yielded."""
         load = [0] * self.workers
-        inflight: dict[Any, tuple[int, int]] = {}  # ref -> (batch index, worker)
+        inflight: dict[Any, tuple[int, int, int]] = {}  # ref -> (batch index, worker, bytes)
         done: dict[int, Any] = {}
+        held = 0  # probe bytes of the batches in flight
         submitted = yielded = 0
+        ready_batch: list[Probe] | None = None  # the next batch, read but not yet sent
         limit = IN_FLIGHT * self.workers
         while yielded < len(batches):
             while submitted < len(batches) and len(inflight) + len(done) < limit:
+                if ready_batch is None:
+                    ready_batch = with_data(batches[submitted])
+                size = data_bytes(ready_batch)
+                if inflight and held + size > self.max_inflight_bytes:
+                    break  # over budget: wait for a batch to come back first
                 w = min(range(self.workers), key=load.__getitem__)
-                ref = self.actors[w].extract.remote(with_data(batches[submitted]))
-                inflight[ref] = (submitted, w)
+                ref = self.actors[w].extract.remote(ready_batch)
+                ready_batch = None
+                inflight[ref] = (submitted, w, size)
                 load[w] += 1
+                held += size
+                self.peak_inflight_bytes = max(self.peak_inflight_bytes, held)
                 submitted += 1
             if yielded not in done:
                 limit_s = screening.BATCH_TIMEOUT
@@ -142,9 +173,11 @@ class RayExtraction:
                                       "checkpoint holds every probe before it (rerun with "
                                       "--resume)")
                 (ref,) = ready
-                i, w = inflight.pop(ref)
+                i, w, size = inflight.pop(ref)
                 load[w] -= 1
+                held -= size
                 done[i] = self._get(ref, batches[i])
+                del ref, ready  # the driver's last references: Ray may free the sent bytes
                 continue
             yield done.pop(yielded)
             yielded += 1

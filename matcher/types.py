@@ -79,7 +79,7 @@ class Template:
     def dim(self) -> int:
         return int(self.vector.shape[0])
 
-    def check_compatible(self, other: "Template") -> None:
+    def check_compatible(self, other: Template) -> None:
         """Raise :class:`ModelMismatchError` unless ``other`` comes from the same model."""
         if self._key != other._key or self._packed.size != other._packed.size:
             raise ModelMismatchError(
@@ -87,7 +87,7 @@ class Template:
                 f"vs {other.model}#{other.model_hash[:12]}"
             )
 
-    def similarity(self, other: "Template") -> float:
+    def similarity(self, other: Template) -> float:
         """Cosine similarity in [-1, 1]; raises :class:`ModelMismatchError` across models."""
         self.check_compatible(other)
         return cosine(self._packed, other._packed)
@@ -100,7 +100,7 @@ class Template:
         return encode(self, encoding)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Template":
+    def from_bytes(cls, data: bytes) -> Template:
         """Parse :meth:`to_bytes` output; corrupt bytes raise
         :class:`~matcher.errors.TemplateFormatError`."""
         from matcher.template_format import decode

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matcher.models.cards import ModelCard
 
 from matcher.errors import ModelError
 from matcher.fileio import write_atomic
-from matcher.models.cards import ModelCard
 
 #: Bump when the preparation changes its output; part of the cached file name.
 PREPARE_VERSION = 1

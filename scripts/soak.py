@@ -84,7 +84,7 @@ def run(duration: float = 60.0, threads: int = 8, *, synthetic: bool = False, po
     gal.enroll_many([ids[i] for i in initial], [tpls[i] for i in initial])
     for i in initial:
         expected[ids[i]] = [i]
-    per_thread_expected = [dict() for _ in range(threads)]
+    per_thread_expected = [{} for _ in range(threads)]
     for sid, v in expected.items():
         per_thread_expected[owner[sid]][sid] = list(v)
 

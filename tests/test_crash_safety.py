@@ -84,7 +84,7 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path: Path) -> None:
                 from matcher import gallery_file
                 real = gallery_file.write_atomic
 
-                def signalled(p, data):
+                def signalled(p, data, wfd=wfd, real=real):
                     os.write(wfd, b"w")
                     real(p, data)
                 gallery_file.write_atomic = signalled

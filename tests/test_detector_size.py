@@ -12,7 +12,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from matcher.models import prepare
 from matcher.models.cards import load_card
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import matcher
-from matcher.errors import ImageDecodeError, ImageTooLargeError, InputError, ModelMismatchError, NoFaceError
+from matcher.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    ModelMismatchError,
+    NoFaceError,
+)
 
 
 def test_detects_the_astronaut_with_sane_landmarks(engine, astronaut_bgr):

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from matcher.errors import CalibrationError, InputError
-from matcher.evaluation import (Scores, all_pairs_scores, eer, fmr_key, fnmr_at_fmr, summarise,
-                                threshold_at_fmr, write_report)
+from matcher.evaluation import (
+    Scores,
+    all_pairs_scores,
+    eer,
+    fmr_key,
+    fnmr_at_fmr,
+    summarise,
+    threshold_at_fmr,
+    write_report,
+)
 from matcher.metrics import best_threshold, protocol_accuracy
 
 

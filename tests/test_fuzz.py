@@ -7,19 +7,12 @@ The full run (10^5 inputs per target, crash / hang isolation in worker processes
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from repo_scripts import load_script
 
 pytest.importorskip("skimage.data", reason="the image and DG2 seeds use scikit-image's astronaut")
 
-_PATH = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_targets.py"
-_spec = importlib.util.spec_from_file_location("matcher_fuzz_targets", _PATH)
-fuzz = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = fuzz
-_spec.loader.exec_module(fuzz)
+fuzz = load_script("fuzz/fuzz_targets.py", "matcher_fuzz_targets")
 
 SEED = 20240611
 COUNT = 250

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 import matcher
-from matcher.errors import (CalibrationError, GalleryFileError, InputError, ModelMismatchError,
-                            TamperedError, WrongKeyError)
+from matcher.errors import (
+    CalibrationError,
+    GalleryFileError,
+    InputError,
+    ModelMismatchError,
+    TamperedError,
+    WrongKeyError,
+)
 from matcher.gallery import Gallery
 from matcher.store import GalleryStore
 

@@ -17,8 +17,7 @@ from PIL import Image
 
 from matcher.cli_icao import verify_doc
 from matcher.errors import DocumentError, InputError, MatcherError, NoFaceError
-from matcher.icao import (MAX_DG2_BYTES, MAX_IMAGES, FaceImage, build_dg2, read_dg2,
-                          verify_document)
+from matcher.icao import MAX_DG2_BYTES, MAX_IMAGES, FaceImage, build_dg2, read_dg2, verify_document
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matcher.models import prepare
+from matcher.models.cards import load_card
 
 import matcher
 from matcher.backends import cpu_supports_bf16
 from matcher.datasets import read_pairs
-from matcher.evaluation import all_pairs_scores
 from matcher.errors import MatcherError
+from matcher.evaluation import all_pairs_scores
 from matcher.metrics import protocol_accuracy
-from matcher.models import prepare
-from matcher.models.cards import load_card
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_lfw_protocol_accuracy(all_templates, lfw_dir):
 
 
 def test_lfw_protocol_accuracy_with_flip_augmentation(lfw_dir):
-    acc, std, per_fold = _protocol(lfw_dir, engine=matcher.Engine(flip=True))
+    acc, std, _ = _protocol(lfw_dir, engine=matcher.Engine(flip=True))
     print(f"LFW dev folds 1-5, flip=True: accuracy {100 * acc:.2f}% ± {100 * std:.2f}")
     assert acc >= 0.993
 

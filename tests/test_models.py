@@ -7,10 +7,10 @@ import hashlib
 
 import numpy as np
 import pytest
-
-from matcher.errors import ModelError
 from matcher.models import prepare
 from matcher.models.cards import card_ids, load_card
+
+from matcher.errors import ModelError
 
 
 def test_cards_ship_with_the_package():

@@ -77,6 +77,26 @@ def test_ray_equals_local(tmp_path, watchlist, mixed_dir, local_run):
     assert ex == {"kind": "ray", "address": "auto", "workers": 2, "threads": 1}
 
 
+def test_driver_memory_is_bounded_by_the_byte_budget(tmp_path, watchlist, mixed_dir, local_run,
+                                                     extractions, monkeypatch):
+    """With a budget below any batch, one batch at a time is in flight: same output, and the
+    driver never held more than the largest batch's files."""
+    monkeypatch.setattr(screen_ray, "MAX_INFLIGHT_BYTES", 1)
+    out = tmp_path / "hits.csv"
+    screen(watchlist, mixed_dir, out, batch_size=2, ray_address="auto")
+    _same_run(out, local_run[0])
+    probes = screening.open_probes(mixed_dir).probes
+    sizes = [screen_ray.data_bytes(screen_ray.with_data(probes[i:i + 2]))
+             for i in range(0, len(probes), 2)]
+    assert extractions[0].peak_inflight_bytes == max(sizes) > 0
+    # the default budget lets every batch of this small folder be in flight together
+    monkeypatch.setattr(screen_ray, "MAX_INFLIGHT_BYTES", 1 << 30)
+    screen(watchlist, mixed_dir, tmp_path / "again.csv", batch_size=2, ray_address="auto")
+    assert extractions[1].peak_inflight_bytes > max(sizes)
+    with pytest.raises(InputError, match="max_inflight_bytes"):
+        screen_ray.RayExtraction("auto", 1, 1, {}, None, max_inflight_bytes=0)
+
+
 def test_interrupted_ray_run_resumes_under_ray_or_locally(tmp_path, watchlist, mixed_dir,
                                                           local_run):
     def stop_after_first_batch(s):

@@ -3,19 +3,12 @@ final gallery must equal the replay of the accepted operations (scripts/soak.py 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from repo_scripts import load_script
 
 pytest.importorskip("skimage.data", reason="the image path uses scikit-image's astronaut")
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "soak.py"
-_spec = importlib.util.spec_from_file_location("matcher_soak", _PATH)
-soak = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = soak
-_spec.loader.exec_module(soak)
+soak = load_script("scripts/soak.py", "matcher_soak")
 
 
 def test_soak_5s(engine) -> None:

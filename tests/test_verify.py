@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from matcher.models.cards import load_card
 
 import matcher
 from matcher.calibration import lookup, write_into_card
 from matcher.cli import main
 from matcher.decision import Decision
 from matcher.errors import CalibrationError, ModelMismatchError, NoFaceError
-from matcher.models.cards import load_card
 
 
 def _random_template(engine, seed=0):
