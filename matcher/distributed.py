@@ -34,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from matcher.gallery import (
     Candidate,
     Gallery,
     Identification,
+    check_metadata,
     check_search_args,
     check_subject_id,
     check_time,
@@ -74,6 +75,10 @@ class ShardError(MatcherError):
         self.shards = list(shards)
 
 
+class ClusterError(MatcherError):
+    """The Ray cluster could not be started or joined (bad address, no cluster running)."""
+
+
 def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` ("auto", "ray://host:port", a GCS address; "local":
     start one on this machine's cores; None: Ray's default) unless Ray is initialised already.
@@ -92,12 +97,19 @@ def connect(address: str | None) -> bool:
                          "another directory (or install the checkout with pip install -e)")
     if ray.is_initialized():
         return False
-    if address == "local":
-        from matcher.backends import available_cores
+    if address is not None and (not isinstance(address, str) or not address):
+        raise InputError(f"ray_address must be 'local', 'auto', 'ray://host:port', a cluster "
+                         f"address or None, got {address!r}")
+    try:
+        if address == "local":
+            from matcher.backends import available_cores
 
-        ray.init(num_cpus=available_cores(), include_dashboard=False)
-    else:  # None: Ray's default (RAY_ADDRESS if set, else a new local cluster)
-        ray.init(address=address)
+            ray.init(num_cpus=available_cores(), include_dashboard=False)
+        else:  # None: Ray's default (RAY_ADDRESS if set, else a new local cluster)
+            ray.init(address=address)
+    except (ValueError, ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise ClusterError(f"cannot join the Ray cluster at {address!r}: "
+                           f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
     return True
 
 
@@ -107,8 +119,14 @@ def shard_of(subject_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def shard_file(i: int) -> str:
-    return f"shard-{i:04d}.gallery"
+def shard_file(i: int, generation: str = "") -> str:
+    """File name of shard ``i`` in a save of the given generation ("" for version-1 saves)."""
+    return f"shard-{i:04d}{'.' + generation if generation else ''}.gallery"
+
+
+#: actor_options that would let Ray restart a shard by itself: a restarted actor re-runs its
+#: constructor and would come back empty (or from an older save), answering without error.
+_RESTART_OPTIONS = ("max_restarts", "max_task_retries")
 
 
 @ray.remote
@@ -127,14 +145,15 @@ class _Shard:
         if self.g.model_hash is None:
             self.g.model_hash = model_hash
 
-    def enroll(self, subject_id: str, vectors: np.ndarray, metadata: dict | None,
+    # samples: Template objects or unit-vector rows, exactly as the caller gave them, so the
+    # shard's Gallery treats them as a single Gallery would (templates are not renormalised).
+    def enroll(self, subject_id: str, samples: Any, metadata: dict | None,
                expires_at: datetime | None, replace: bool) -> int:
-        return self.g.enroll(subject_id, vectors, metadata=metadata, expires_at=expires_at,
+        return self.g.enroll(subject_id, samples, metadata=metadata, expires_at=expires_at,
                              replace=replace)
 
-    def enroll_many(self, ids: list[str], vectors: np.ndarray,
-                    expires_at: datetime | None) -> int:
-        return self.g.enroll_many(ids, vectors, expires_at=expires_at)
+    def enroll_many(self, ids: list[str], samples: Any, expires_at: datetime | None) -> int:
+        return self.g.enroll_many(ids, samples, expires_at=expires_at)
 
     def remove(self, subject_id: str) -> bool:
         return self.g.remove(subject_id)
@@ -142,7 +161,7 @@ class _Shard:
     def purge_expired(self, now: datetime | None) -> list[str]:
         return self.g.purge_expired(now)
 
-    def search(self, q: np.ndarray, k: int) -> tuple[int, list[list[tuple[str, float]]]]:
+    def search(self, q: Any, k: int) -> tuple[int, list[list[tuple[str, float]]]]:
         """(templates searched, per probe [(subject id, fused score)] best first)."""
         # The threshold only sets the shard's own decision, which the driver ignores.
         res = self.g.identify_many(q, k, None, threshold=1.0)
@@ -158,6 +177,18 @@ class _Shard:
     def save(self, path: str, key: bytes | None) -> int:
         self.g.save(path, key=key)
         return self.g.template_count
+
+
+def _init_error(exc: BaseException) -> MatcherError | None:
+    """The MatcherError a shard's constructor raised, if that is why its actor is dead."""
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    # Ray 2.60: the creation task's RayTaskError is args[0]; its .cause is the error raised
+    for wrapped in (getattr(exc, "cause", None), *exc.args):
+        for c in (wrapped, getattr(wrapped, "cause", None)):
+            if isinstance(c, MatcherError):
+                return c
+    return None
 
 
 class ShardedGallery:
@@ -178,7 +209,8 @@ class ShardedGallery:
                  ray_address: str | None = None, kind: str = "auto", threads: int = 1,
                  actor_options: dict[str, Any] | None = None, search_timeout: float = 30.0,
                  timeout: float = 600.0,
-                 _load_dir: Path | None = None, _key: bytes | None = None) -> None:
+                 _load_dir: Path | None = None, _key: bytes | None = None,
+                 _files: Sequence[str] | None = None) -> None:
         if hasattr(model, "model") and hasattr(model, "model_hash"):  # an Engine
             model, model_hash = model.model, model_hash or model.model_hash
         if not isinstance(model, str) or not model:
@@ -189,6 +221,10 @@ class ShardedGallery:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise InputError(f"{name} must be a positive number of seconds, got {value!r}")
         self.search_timeout, self.timeout = float(search_timeout), float(timeout)
+        refused = [o for o in _RESTART_OPTIONS if o in (actor_options or {})]
+        if refused:
+            raise InputError(f"actor_options {refused} are not allowed: a shard Ray restarts by "
+                             "itself comes back without its templates; use restart_shard(i)")
         connect(ray_address)
         self.model = model
         self.model_hash = model_hash
@@ -197,13 +233,15 @@ class ShardedGallery:
         self.shards = shards
         self._actor_options = dict(actor_options or {})
         self._saved: Path | None = _load_dir
+        self._files: list[str] = list(_files or [])
         self._key = _key
         self._calib: Gallery | None = None
+        self._closed = False
         self._actors = [self._new_actor(i) for i in range(shards)]
 
     # ------------------------------------------------------------------ actors
     def _new_actor(self, i: int) -> Any:
-        path = str(self._saved / shard_file(i)) if self._saved is not None else None
+        path = str(self._saved / self._files[i]) if self._saved is not None else None
         cls = _Shard.options(**self._actor_options) if self._actor_options else _Shard
         return cls.remote(self.model, self.model_hash, self.kind, self.threads, path, self._key)
 
@@ -212,6 +250,8 @@ class ShardedGallery:
         """``ray.get`` each (shard, ref) within ``timeout`` s in all (default ``self.timeout``);
         dead or silent shards become one :class:`ShardError` naming them all, a shard's own
         MatcherError is re-raised as itself."""
+        if self._closed:
+            raise InputError("this ShardedGallery is closed")
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         out, dead, why = [], [], []
@@ -223,6 +263,13 @@ class ShardedGallery:
                 why.append(f"no answer within {limit:g} s")
                 out.append(None)
             except _DEAD as exc:
+                cause = _init_error(exc)
+                if cause is not None:  # the shard's constructor failed: its file, its key
+                    try:
+                        named = type(cause)(f"shard {i}: {cause}")
+                    except TypeError:  # an error class with another signature
+                        named = cause
+                    raise named from None
                 dead.append(i)
                 why.append(type(exc).__name__)
                 out.append(None)
@@ -259,8 +306,10 @@ class ShardedGallery:
         return shard_of(check_subject_id(subject_id), self.shards)
 
     # ------------------------------------------------------------------ inputs
-    def _vectors(self, samples: Any) -> tuple[np.ndarray, str | None]:
-        """Float32 rows and the templates' model hash (None for raw vectors)."""
+    def _vectors(self, samples: Any) -> tuple[Any, str | None]:
+        """The samples to ship (float32 rows, or the list of Templates as given, which the
+        shards' Galleries treat as one Gallery would) and the templates' model hash (None for
+        raw vectors)."""
         if isinstance(samples, np.ndarray):
             if samples.dtype == np.uint8:
                 raise InputError("ShardedGallery takes templates or unit vectors, not images")
@@ -285,7 +334,7 @@ class ShardedGallery:
                                          f"gallery holds {self.model}#{self.model_hash}")
         if len({t.model_hash for t in items}) > 1:
             raise ModelMismatchError("templates of different model hashes in one call")
-        return np.stack([t.vector for t in items]).astype(np.float32), items[0].model_hash
+        return items, items[0].model_hash
 
     def _bind(self, model_hash: str | None) -> None:
         if self.model_hash is None and model_hash is not None:
@@ -300,6 +349,7 @@ class ShardedGallery:
         templates or an ``(n, dim)`` unit-vector array. Returns the subject's template count."""
         i = self.shard_of(subject_id)
         check_time(expires_at, "expires_at")
+        metadata = check_metadata(metadata)  # JSON-serialisable, as Gallery requires
         vectors, h = self._vectors(samples)
         self._bind(h)
         return self._gather([(i, self._actors[i].enroll.remote(subject_id, vectors, metadata,
@@ -323,8 +373,10 @@ class ShardedGallery:
         for i in range(self.shards):
             rows = np.flatnonzero(route == i)
             if len(rows):
+                part = np.ascontiguousarray(vectors[rows]) if isinstance(vectors, np.ndarray) \
+                    else [vectors[r] for r in rows]
                 refs.append((i, self._actors[i].enroll_many.remote(
-                    [ids[r] for r in rows], np.ascontiguousarray(vectors[rows]), expires_at)))
+                    [ids[r] for r in rows], part, expires_at)))
         return sum(self._gather(refs))
 
     def remove(self, subject_id: str) -> bool:
@@ -333,9 +385,10 @@ class ShardedGallery:
         return self._gather([(i, self._actors[i].remove.remote(subject_id))])[0]
 
     def purge_expired(self, now: datetime | None = None) -> list[str]:
-        """Remove every subject whose expiry is at or before ``now`` on every shard."""
-        check_time(now, "now")
-        return [s for part in self._all("purge_expired", now) for s in part]
+        """Remove every subject whose expiry is at or before ``now`` (default: the driver's
+        clock, the same for every shard) on every shard; return their ids, sorted."""
+        now = check_time(now, "now") or datetime.now(timezone.utc)
+        return sorted(s for part in self._all("purge_expired", now) for s in part)
 
     # ------------------------------------------------------------------ search
     @property
@@ -388,23 +441,36 @@ class ShardedGallery:
                               for p in per]}
 
     def save(self, directory: str | Path, *, key: bytes | None = None) -> None:
-        """Every shard writes ``shard-NNNN.gallery`` (atomically, encrypted with ``key``) into
-        ``directory``, then the driver writes ``manifest.json``. The directory becomes the one
-        :meth:`restart_shard` reloads from."""
+        """Every shard writes ``shard-NNNN.<generation>.gallery`` (atomically, encrypted with
+        ``key``) into ``directory``; then the driver replaces ``manifest.json``, which names
+        those files, and deletes the files of the previous save. The manifest is the commit: a
+        save that fails (a dead shard, a crash) leaves the previous save loadable. The directory
+        becomes the one :meth:`restart_shard` reloads from."""
         from matcher import gallery_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         d = d.resolve()
-        counts = self._gather([(i, a.save.remote(str(d / shard_file(i)), key))
-                               for i, a in enumerate(self._actors)])
-        manifest = {"format": _FORMAT, "version": 1, "shards": self.shards, "model": self.model,
+        generation = f"{time.time_ns():x}{os.urandom(4).hex()}"
+        files = [shard_file(i, generation) for i in range(self.shards)]
+        try:
+            counts = self._gather([(i, a.save.remote(str(d / files[i]), key))
+                                   for i, a in enumerate(self._actors)])
+        except BaseException:
+            for f in files:  # a partial save is garbage; the manifest still names the last one
+                with contextlib.suppress(OSError):
+                    os.unlink(d / f)
+            raise
+        manifest = {"format": _FORMAT, "version": 2, "shards": self.shards, "model": self.model,
                     "model_hash": self.model_hash, "kind": self.kind,
                     "routing": "blake2b-64(utf8 id) mod shards", "encrypted": key is not None,
-                    "files": [shard_file(i) for i in range(self.shards)],
-                    "templates": counts}
+                    "files": files, "templates": counts}
         gallery_file.write_atomic(d / MANIFEST, json.dumps(manifest, indent=1).encode())
-        self._saved, self._key = d, key
+        for old in d.glob("shard-*.gallery"):  # earlier generations, now unreferenced
+            if old.name not in files:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        self._saved, self._key, self._files = d, key, files
 
     @classmethod
     def load(cls, directory: str | Path, *, key: bytes | None = None,
@@ -423,17 +489,38 @@ class ShardedGallery:
             shards, model, model_hash, kind = (int(m["shards"]), m["model"], m["model_hash"],
                                                m["kind"])
             expected = [int(c) for c in m["templates"]]
+            files = [str(f) for f in m["files"]]
+            if len(files) != shards or len(expected) != shards or any(
+                    f != Path(f).name or not f.endswith(".gallery") for f in files):
+                raise ValueError("files / templates do not match the shard count")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise GalleryFileError(f"{d / MANIFEST}: not a sharded-gallery manifest ({exc})") \
                 from None
-        missing = [shard_file(i) for i in range(shards) if not os.path.exists(d / shard_file(i))]
+        missing = [f for f in files if not os.path.exists(d / f)]
         if missing:
             raise GalleryFileError(f"{d}: missing shard files {missing}")
         g = cls(model, model_hash, shards=shards, ray_address=ray_address, kind=kind,
                 threads=threads, actor_options=actor_options, search_timeout=search_timeout,
-                timeout=timeout, _load_dir=d, _key=key)
-        got = g._all("template_count")
-        if got != expected:
-            raise GalleryFileError(f"{d}: shard template counts {got} differ from the "
-                                   f"manifest's {expected}")
+                timeout=timeout, _load_dir=d, _key=key, _files=files)
+        try:
+            got = g._all("template_count")
+            if got != expected:
+                raise GalleryFileError(f"{d}: shard template counts {got} differ from the "
+                                       f"manifest's {expected}")
+        except BaseException:
+            g.close()
+            raise
         return g
+
+    def close(self) -> None:
+        """Kill the shard actors (the gallery is unusable afterwards; save first)."""
+        self._closed = True
+        for a in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a, no_restart=True)
+
+    def __enter__(self) -> ShardedGallery:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

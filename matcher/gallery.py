@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -114,7 +115,7 @@ def check_search_args(k: object, fpir: float | None, threshold: float | None) ->
         raise InputError(f"threshold must be a finite number, got {threshold!r}")
 
 
-def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
@@ -163,6 +164,7 @@ class Gallery:
         self._next_tid = 0
         self._max_per = 1  # upper bound on templates per subject (not lowered by removals)
         self._lock = RWLock()
+        self._save_lock = threading.RLock()  # see save()
         self._thresholds: dict[tuple[float, int], float] = {}
         self._record: dict[str, Any] | None = None
 
@@ -172,6 +174,11 @@ class Gallery:
 
     def __contains__(self, subject_id: object) -> bool:
         return subject_id in self._subjects
+
+    @property
+    def dim(self) -> int | None:
+        """Template dimension (None until the first template is enrolled)."""
+        return self._dim
 
     @property
     def template_count(self) -> int:
@@ -201,6 +208,8 @@ class Gallery:
     def _as_vectors(self, samples: Any, quality: Any = None) -> np.ndarray:
         """Unit float32 rows for templates / images / a vector array, checked against the model."""
         if isinstance(samples, np.ndarray) and samples.dtype != np.uint8:
+            if samples.dtype.kind != "f":
+                raise InputError(f"vectors must be floating point, got dtype {samples.dtype}")
             v = np.asarray(samples, dtype=np.float32)
             if v.ndim == 1:
                 v = v[None, :]
@@ -227,6 +236,10 @@ class Gallery:
             self._check_template(t)
         if len({t.model_hash for t in items}) > 1:
             raise ModelMismatchError("templates of different model hashes in one enrolment")
+        dims = {t.vector.shape for t in items}
+        if len(dims) > 1 or (self._dim is not None and dims != {(self._dim,)}):
+            raise TemplateError(f"templates of shapes {sorted(dims)}; this gallery holds "
+                                f"{self._dim}-d templates")
         return np.stack([t.vector for t in items])
 
     def _check_template(self, t: Template) -> None:
@@ -259,7 +272,7 @@ class Gallery:
         ``None`` skips the check) or :class:`~matcher.errors.QualityError` is raised: a bad
         enrolment photo would poison every later search."""
         check_subject_id(subject_id)
-        meta = _check_metadata(metadata)
+        meta = check_metadata(metadata)
         check_time(expires_at, "expires_at")
         first_hash = samples.model_hash if isinstance(samples, Template) else (
             samples[0].model_hash if isinstance(samples, (list, tuple)) and samples
@@ -303,8 +316,7 @@ class Gallery:
             for t in samples:
                 if not isinstance(t, Template):
                     raise InputError("enroll_many takes templates or a vector array")
-                self._check_template(t)
-            vectors = np.stack([t.vector for t in samples]) if samples else np.empty((0, 0))
+            vectors = self._as_vectors(samples) if samples else np.empty((0, 0))
             first_hash = samples[0].model_hash if samples else None
         if len(ids) != len(vectors):
             raise InputError(f"{len(ids)} ids for {len(vectors)} samples")
@@ -352,11 +364,11 @@ class Gallery:
             return True
 
     def purge_expired(self, now: datetime | None = None) -> list[str]:
-        """Remove every subject whose expiry is at or before ``now``; return their ids."""
+        """Remove every subject whose expiry is at or before ``now``; return their ids, sorted."""
         now = check_time(now, "now") or datetime.now(timezone.utc)
         with self._lock.write():
-            gone = [s.id for s in self._subjects.values()
-                    if s.expires_at is not None and s.expires_at <= now]
+            gone = sorted(s.id for s in self._subjects.values()
+                          if s.expires_at is not None and s.expires_at <= now)
             for sid in gone:
                 self._drop_templates(self._subjects.pop(sid).template_ids)
             if gone:
@@ -411,30 +423,23 @@ class Gallery:
             n = len(self._owner)
             t = float(threshold) if threshold is not None else self.threshold_for(fpir, n)
             if n == 0:
-                return [Identification([], None, t, fpir, 0, self.model) for _ in range(len(q))]
+                return [Identification([], None, t, fpir if threshold is None else None, 0,
+                                       self.model) for _ in range(len(q))]
             if q.shape[1] != self._dim:
                 raise TemplateError(f"probe dim {q.shape[1]} != gallery dim {self._dim}")
             # Walking templates best-first, k distinct subjects appear within (k-1)*m + 1 of them
-            # (m = most templates of one subject), so k*m candidates make the fusion exact.
-            kk = min(n, k * self._max_per)
+            # (m = most templates of one subject), so k*m candidates make the fusion exact; one
+            # more shows whether a tie with the last of them runs on (see _fuse).
+            kk = min(n, k * self._max_per + 1)
             scores, tids = self._index.search(q, kk)
-            owner = self._owner
             rescore = self._max_per > 1 and self._index.kind_in_use != "flat"
             limit = 2 * k if rescore else k
             out = []
             for i, (row_s, row_t) in enumerate(zip(scores.tolist(), tids.tolist())):
-                cands: list[Candidate] = []
-                seen: set[str] = set()
-                for sc, tid in zip(row_s, row_t):
-                    if tid < 0:
-                        break
-                    sid = owner[tid]
-                    if sid in seen:
-                        continue
-                    seen.add(sid)
-                    cands.append(Candidate(sid, min(1.0, max(-1.0, sc)), len(cands) + 1))
-                    if len(cands) == limit:
-                        break
+                cands = self._fuse(row_s, row_t, limit, kk == n)
+                if cands is None:  # a tie runs past the fetched templates: fetch them all
+                    s_all, t_all = self._index.search(q[i:i + 1], n)
+                    cands = self._fuse(s_all[0].tolist(), t_all[0].tolist(), limit, True)
                 if rescore:  # an approximate index may have missed a candidate's best template
                     cands = self._rescore(cands, q[i], k)
                 decision = cands[0].subject_id if cands and cands[0].score >= t else None
@@ -443,6 +448,39 @@ class Gallery:
             return out
         finally:
             lock.release_read()
+
+    def _fuse(self, row_s: list[float], row_t: list[int], limit: int, complete: bool
+              ) -> list[Candidate] | None:
+        """The best ``limit`` distinct subjects of one best-first search row (a subject scores
+        its best template). Equal scores rank by subject id, so the answer does not depend on
+        storage order (and a ShardedGallery's merge gives the same one). None if subjects tied
+        with the last one may lie beyond the row (unless ``complete``: the row is everything)."""
+        owner = self._owner
+        best: list[tuple[float, str]] = []
+        seen: set[str] = set()
+        last = 2.0  # above any score
+        tied = False
+        for sc, tid in zip(row_s, row_t):
+            if tid < 0:
+                break
+            if sc > 1.0:  # float rounding of a unit dot product; clamped before comparing
+                sc = 1.0
+            elif sc < -1.0:
+                sc = -1.0
+            if sc < last and len(best) >= limit:
+                break
+            sid = owner[tid]
+            if sid not in seen:
+                seen.add(sid)
+                tied = tied or sc == last
+                best.append((sc, sid))
+                last = sc
+        else:
+            if not complete and len(best) >= limit:  # every template after the limit tied
+                return None
+        if tied:
+            best.sort(key=lambda c: (-c[0], c[1]))
+        return [Candidate(sid, sc, r + 1) for r, (sc, sid) in enumerate(best[:limit])]
 
     def _rescore(self, cands: list[Candidate], q: np.ndarray, k: int) -> list[Candidate]:
         """Exact fused (max) scores over every template of each candidate subject, re-ranked."""
@@ -473,7 +511,8 @@ class Gallery:
         """Write atomically (temp file, fsync, rename): a crash leaves the old or the new file."""
         from matcher import gallery_file
 
-        gallery_file.write_atomic(Path(path), self.to_bytes(key))
+        with self._save_lock:  # snapshot and write in one step: saves land in call order
+            gallery_file.write_atomic(Path(path), self.to_bytes(key))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, key: bytes | None = None, require_encryption: bool = False,

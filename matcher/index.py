@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -223,6 +224,23 @@ def _trial_load(blob: np.ndarray) -> None:
                    f"{budget} bytes (corrupt or forged lengths)")
 
 
+#: Largest number a factory string may hold: FAISS allocates an empty IVF's list table (and an
+#: IMI's, 2^(2 x bits) lists) when the string is parsed, so "IVF20000000,Flat" took 3 GB before
+#: any data. 65536 is IVF_MAX_NLIST; HNSW's M and PQ's sizes are far below it in practice.
+FACTORY_MAX_NUMBER = IVF_MAX_NLIST
+
+
+def _check_factory_sizes(spec: str) -> None:
+    """Refuse factory strings whose sizes would make FAISS allocate large empty structures
+    (a gallery file's kind is read from the file, so this guards loading too)."""
+    if "IMI" in spec.upper():
+        raise _err(f"kind {spec!r}: multi-index (IMI) quantisers are not supported")
+    big = [int(x) for x in re.findall(r"\d+", spec) if int(x) > FACTORY_MAX_NUMBER]
+    if big:
+        raise _err(f"kind {spec!r}: {big[0]} exceeds {FACTORY_MAX_NUMBER}, the largest size a "
+                   "factory string may give")
+
+
 def _err(msg: str) -> InputError:
     return InputError(msg)
 
@@ -262,6 +280,7 @@ class VectorIndex:
         if kind not in NAMED_KINDS:
             if "IDMap" in kind:
                 raise _err(f"kind {kind!r}: IDMap is not allowed, VectorIndex maps ids itself")
+            _check_factory_sizes(kind)
             probe = self._factory(kind)
             self._train_min = _train_minimum(probe)
             del probe
@@ -365,6 +384,8 @@ class VectorIndex:
         try:
             _omp(self._threads)
             return faiss.index_factory(self._dim, spec, faiss.METRIC_INNER_PRODUCT)
+        except MemoryError:
+            raise _err(f"kind {spec!r}: FAISS could not allocate the empty index") from None
         except (RuntimeError, ValueError, TypeError) as e:  # FAISS: RuntimeError from its parser
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise _err(f"kind {spec!r} is not a valid FAISS index-factory string for dim "
@@ -517,7 +538,11 @@ class VectorIndex:
                 del row_of[i]
             self._n = n0
             raise
-        self._after_resize()
+        try:
+            self._after_resize()  # may (re)build FAISS: slow, can run out of memory or be interrupted
+        except BaseException:
+            self.remove(ids64)  # all or nothing: the caller sees the error, so no row may stay
+            raise
 
     def remove(self, ids: object) -> int:
         """Removes the given ids (unknown ids are ignored); returns how many were removed."""

@@ -22,13 +22,15 @@ only after the rows of a batch are flushed and fsynced, so it never counts a row
 disk. ``resume=True`` truncates the output to the checkpointed length (dropping any torn or
 uncounted tail) and continues with the next probe: an interruption at any moment (Ctrl-C,
 SIGKILL, power loss) neither repeats nor loses a row. A resume refuses a different watchlist
-(SHA-256), operating point, output format or probe list. Without ``resume`` an existing output is
+(SHA-256), operating point, output format, probe source (its absolute path; a templates file's
+bytes) or probe list. Without ``resume`` an existing output is
 an error. The checkpoint is kept after completion (``"complete": true``).
 
 **Parallelism.** ``workers`` spawned processes each run their own :class:`~matcher.Engine` with
 ``max(1, cores // workers)`` inference threads (unless ``threads`` is given), so workers x threads
-stays within the cores. Batches of probes go to the workers; the parent searches the watchlist
-and writes the rows in probe order. With one worker everything runs in-process. With
+stays within the cores. Batches of probes go to the workers (:mod:`matcher.screen_local`: dead
+workers replaced, hung ones a :class:`WorkerError`); the parent searches the watchlist and writes
+the rows in probe order. With one worker everything runs in-process. With
 ``ray_address`` the workers are Ray actors anywhere on a cluster (:mod:`matcher.screen_ray`);
 the parent still searches, writes and checkpoints, so the output and resuming are unchanged.
 
@@ -54,7 +56,6 @@ import os
 import struct
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,10 +162,18 @@ class ProbeSource:
         return len(self.probes)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the kind and the probe names: a resume refuses a changed probe list."""
+        """SHA-256 of the kind, the source's absolute path, the probe names and, for a templates
+        file, its bytes: a resume refuses another source or a changed probe list (a templates
+        file's probe names are only ``#0, #1, ...``)."""
         h = hashlib.sha256(self.kind.encode())
+        h.update(b"\0" + str(self.path.resolve()).encode("utf-8", "surrogateescape"))
         for p in self.probes:
             h.update(b"\0" + p.name.encode("utf-8", "surrogateescape"))
+        if self.kind == "templates":
+            h.update(b"\0")
+            with open(self.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
         return h.hexdigest()
 
 
@@ -174,11 +183,12 @@ def open_probes(path: str | Path) -> ProbeSource:
     if path.is_dir():
         images, ignored = [], 0
         for p in path.rglob("*"):
-            if p.is_file():
-                if p.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(p.relative_to(path).as_posix())
-                else:
-                    ignored += 1
+            if p.is_dir():
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:  # incl. a dangling link: a failed probe
+                images.append(p.relative_to(path).as_posix())
+            else:
+                ignored += 1
         return ProbeSource("directory", path, [Probe(n, str(path / n)) for n in sorted(images)],
                            ignored)
     if not path.is_file():
@@ -198,12 +208,12 @@ def open_probes(path: str | Path) -> ProbeSource:
                 if not reader.fieldnames or "path" not in reader.fieldnames:
                     raise InputError(f"{path}: a probe CSV needs a 'path' column "
                                      f"(found {reader.fieldnames})")
-                rows = [(r.get("path") or "").strip() for r in reader]
+                rows = [((r.get("path") or "").strip(), reader.line_num) for r in reader]
         except (UnicodeDecodeError, csv.Error) as exc:
             raise InputError(f"{path}: not a readable CSV: {exc}") from None
         base = path.parent
         probes = [Probe(v, str(base / v)) if v else
-                  Probe(f"<row {i + 2}>", error="InputError: empty path") for i, v in enumerate(rows)]
+                  Probe(f"<line {line}>", error="InputError: empty path") for v, line in rows]
         return ProbeSource("csv", path, probes)
     raise InputError(f"probes: {path} must be a directory, a .csv with a 'path' column, or a "
                      f"templates file (magic {TEMPLATES_MAGIC!r})")
@@ -211,13 +221,16 @@ def open_probes(path: str | Path) -> ProbeSource:
 
 # ---------------------------------------------------------------------------- extraction
 class ProbeResult(NamedTuple):
-    """What extraction found in one probe: ``faces`` = [(box or None, unit vector)], or the
-    failure's ``error`` type name and ``message``."""
+    """What extraction found in one probe: ``faces`` = [(face number, box or None, unit
+    vector)] (numbers as :meth:`Engine.face_templates` gives them, also when some faces failed
+    the quality policy; those are counted in ``rejected``), or the failure's ``error`` type name
+    and ``message``."""
 
-    faces: list[tuple[tuple[float, float, float, float] | None, np.ndarray]]
+    faces: list[tuple[int, tuple[float, float, float, float] | None, np.ndarray]]
     error: str | None = None
     message: str = ""
     model: tuple[str, str] | None = None  # a template record's (model, model_hash)
+    rejected: int = 0
 
 
 def _failure(exc: BaseException) -> ProbeResult:
@@ -243,20 +256,23 @@ def extract(engine: Any, probes: Sequence[Probe], templates_path: str | None = N
 
                     f.seek(p.span[0])
                     t = Template.from_bytes(f.read(p.span[1]))
-                    out.append(ProbeResult([(None, t.vector)], model=(t.model, t.model_hash)))
+                    out.append(ProbeResult([(0, None, t.vector)], model=(t.model, t.model_hash)))
                     continue
                 found = engine.face_templates(p.data if p.data is not None else p.path,
                                               quality=quality)
                 if not found:
                     out.append(ProbeResult([], "NoFaceError", "no face found in the image"))
                     continue
-                good = [(face, t) for face, t in found if not isinstance(t, MatcherError)]
+                good = [(i, face, t) for i, (face, t) in enumerate(found)
+                        if not isinstance(t, MatcherError)]
+                rejected = len(found) - len(good)
                 if not good:  # every face failed the quality policy: count it by its reason
                     err = found[0][1]
-                    out.append(ProbeResult([], f"QualityError ({err.reason})", str(err)))
+                    out.append(ProbeResult([], f"QualityError ({err.reason})", str(err),
+                                           rejected=rejected))
                     continue
-                out.append(ProbeResult([(tuple(float(v) for v in face.box), t.vector)
-                                        for face, t in good]))
+                out.append(ProbeResult([(i, tuple(float(v) for v in face.box), t.vector)
+                                        for i, face, t in good], rejected=rejected))
             except Exception as exc:  # noqa: BLE001  a bad file is a counted failure, never fatal
                 out.append(_failure(exc))
     finally:
@@ -273,27 +289,6 @@ BATCH_TIMEOUT = 600.0
 
 class WorkerError(MatcherError):
     """Screening workers could not be started, hang, or died on the same batch too often."""
-
-
-_WORKER_ENGINE: Any = None
-
-
-_WORKER_QUALITY: Any = None
-
-
-def _worker_init(engine_kwargs: dict[str, Any], quality: Any = None) -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and checkpoints
-    global _WORKER_ENGINE, _WORKER_QUALITY
-    from matcher.engine import Engine
-
-    _WORKER_ENGINE = Engine(**engine_kwargs)
-    _WORKER_QUALITY = quality
-
-
-def _worker_extract(probes: list[Probe]) -> tuple[tuple[str, str] | None, list[ProbeResult]]:
-    return extract(_WORKER_ENGINE, probes, quality=_WORKER_QUALITY)
 
 
 def default_workers(cores: int | None = None) -> int:
@@ -358,7 +353,9 @@ class ScreenSummary:
 
     probes: int = 0  # in the source
     processed: int = 0  # fully screened so far (incl. failures)
-    faces: int = 0
+    faces: int = 0  # searched
+    faces_rejected: int = 0  # failed the quality policy (a probe none of whose faces passed
+    #                          is also a "QualityError (<reason>)" failure)
     hits: int = 0
     probes_with_hits: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -386,7 +383,9 @@ class ScreenSummary:
         lines = [f"probes read {self.processed} of {self.probes}"
                  + (f" (resumed after {self.resumed_from})" if self.resumed_from else "")
                  + (f", {self.ignored} non-image files ignored" if self.ignored else ""),
-                 f"faces found {self.faces}",
+                 f"faces found {self.faces}"
+                 + (f", {self.faces_rejected} rejected by the quality policy"
+                    if self.faces_rejected else ""),
                  f"hits {self.hits} (in {self.probes_with_hits} probes) at {op}",
                  f"failures {self.failed}: {fails}",
                  f"rate {self.rate:.1f} probes/s ({self.elapsed:.1f} s this run)"]
@@ -394,7 +393,7 @@ class ScreenSummary:
 
 
 # ---------------------------------------------------------------------------- checkpoint
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: source path in the fingerprint, faces_rejected
 
 
 def _fsync_dir(path: Path) -> None:
@@ -482,7 +481,9 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     ``threads``); ``workers`` > 1 spawns processes with their own engines instead.
     ``audit``: audit log path (default ``<out>.audit.jsonl``; ``False``: none).
     ``quality``: a quality policy ("probe", "enrol", a mapping; None: no check) each face must
-    pass to be screened; faces that fail are counted as ``QualityError (<reason>)``.
+    pass to be screened; faces that fail are counted in ``faces_rejected`` (and a probe none of
+    whose faces passes as a ``QualityError (<reason>)`` failure); rows keep the face numbers of
+    :meth:`Engine.face_templates`.
     ``ray_address`` ("local", "auto", "ray://host:port"): extract on Ray workers instead
     (:mod:`matcher.screen_ray`; ``workers`` defaults to the cluster's free CPUs / ``threads``,
     ``threads`` to 1); the output is the same as a local run's.
@@ -539,23 +540,32 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 json.dumps(quality, sort_keys=True)}
 
     summary = ScreenSummary(probes=total, ignored=source.ignored, threshold=thr, fpir=fpir)
-    state: dict[str, Any] = {**identity, "done": 0, "offset": 0, "faces": 0, "hits": 0,
-                             "probes_with_hits": 0, "failures": {}, "complete": False}
+    counters = ("done", "offset", "faces", "faces_rejected", "hits", "probes_with_hits",
+                "failures", "complete")
+    state: dict[str, Any] = {**identity, "done": 0, "offset": 0, "faces": 0,
+                             "faces_rejected": 0, "hits": 0, "probes_with_hits": 0,
+                             "failures": {}, "complete": False}
     if resume and ckpt_path.is_file():
         try:
             old = json.loads(ckpt_path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot resume: checkpoint {ckpt_path} is unreadable: {exc}") from None
+        if not isinstance(old, dict):
+            raise InputError(f"cannot resume: checkpoint {ckpt_path} is not a checkpoint")
         changed = [k for k, v in identity.items() if old.get(k) != v]
         if changed:
             raise InputError(f"cannot resume {out}: {', '.join(changed)} differ from the "
                              f"interrupted run (checkpoint {ckpt_path})")
+        missing = [k for k in counters if k not in old]
+        if missing or not isinstance(old["offset"], int) or not isinstance(old["done"], int) \
+                or not 0 <= old["done"] <= total:
+            raise InputError(f"cannot resume: checkpoint {ckpt_path} is damaged "
+                             f"({', '.join(missing) or 'offset / done'})")
         size = out.stat().st_size if out.exists() else 0
         if size < old["offset"]:
             raise InputError(f"cannot resume: {out} is {size} bytes, shorter than its checkpoint "
                              f"({old['offset']}); it was changed outside the screen")
-        state.update({k: old[k] for k in ("done", "offset", "faces", "hits",
-                                          "probes_with_hits", "failures", "complete")})
+        state.update({k: old[k] for k in counters})
     elif out.exists():
         if resume:
             raise InputError(f"cannot resume: {out} exists but has no checkpoint {ckpt_path}")
@@ -567,6 +577,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
 
     summary.resumed_from = summary.processed = state["done"]
     summary.faces, summary.hits = state["faces"], state["hits"]
+    summary.faces_rejected = state["faces_rejected"]
     summary.probes_with_hits = state["probes_with_hits"]
     summary.failures = dict(state["failures"])
     summary.complete = state["complete"]
@@ -618,14 +629,12 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
             executor = {"kind": "local", "workers": 1, "threads": engine.threads}
             results = (extract(engine, b, quality=quality) for b in batches)
         else:
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
+            from matcher.screen_local import ProcessExtraction
 
-            kwargs = {**(engine_options or {}), "threads": threads or max(1, cores // workers)}
-            executor = {"kind": "local", "workers": workers, "threads": kwargs["threads"]}
-            pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                       initializer=_worker_init, initargs=(kwargs, quality))
-            results = _ordered(pool, batches, 2 * workers)
+            pool = ProcessExtraction(workers, threads or max(1, cores // workers),
+                                     engine_options or {}, quality)
+            executor = pool.describe()
+            results = pool.results(batches)
 
         for batch, (mkey, res) in zip(batches, results):
             if mkey is not None and mkey != gkey:
@@ -639,7 +648,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 os.fsync(fh.fileno())
             summary.processed += len(batch)
             state.update(done=summary.processed, offset=fh.tell(), faces=summary.faces,
-                         hits=summary.hits, probes_with_hits=summary.probes_with_hits,
+                         faces_rejected=summary.faces_rejected, hits=summary.hits, probes_with_hits=summary.probes_with_hits,
                          failures=summary.failures)
             _write_checkpoint(ckpt_path, state)
             summary.elapsed = time.monotonic() - t_start
@@ -655,7 +664,7 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
         raise
     finally:
         if pool is not None:
-            pool.shutdown(wait=status == "complete", cancel_futures=True)
+            pool.close(completed=status == "complete")
         if remote is not None:
             remote.close()
         if fh is not None:
@@ -671,7 +680,8 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
                 "probe_source": str(source.path.resolve()), "probe_kind": source.kind,
                 "probes": total, "probes_processed": summary.processed,
                 "processed_this_run": summary.processed - summary.resumed_from,
-                "faces": summary.faces, "hits": summary.hits,
+                "faces": summary.faces, "faces_rejected": summary.faces_rejected,
+                "hits": summary.hits,
                 "probes_with_hits": summary.probes_with_hits, "failures": summary.failures,
                 "operating_point": {"fpir": fpir, "threshold": thr, "top_k": top_k,
                                     "quality": identity["quality"]},
@@ -680,57 +690,42 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     return summary
 
 
-def _ordered(pool: Any, batches: list[list[Probe]], window: int) -> Iterator[Any]:
-    """Results of ``batches`` in order, at most ``window`` batches in flight."""
-    pending: deque = deque()
-    it = iter(batches)
-    for b in it:
-        pending.append(pool.submit(_worker_extract, b))
-        if len(pending) >= window:
-            break
-    while pending:
-        try:
-            res = pending.popleft().result(timeout=BATCH_TIMEOUT)
-        except TimeoutError:
-            raise WorkerError(f"no batch finished within {BATCH_TIMEOUT:g} s (worker processes "
-                              "hang?); the checkpoint holds every probe before it (rerun with "
-                              "--resume)") from None
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(pool.submit(_worker_extract, nxt))
-        yield res
-
-
 def _search(gallery: Any, batch: list[Probe], res: list[ProbeResult], gkey: tuple[str, str],
             top_k: int, fpir: float | None, threshold: float | None, thr: float,
             summary: ScreenSummary, on_failure: Callable[[str, str, str], None] | None
             ) -> list[Hit]:
     """Search every face of the batch at once; count failures; hits in probe / face order."""
-    owners: list[tuple[Probe, int, Any]] = []
+    owners: list[tuple[int, Probe, int, Any]] = []
     vecs = []
-    for p, r in zip(batch, res):
+    dim = gallery.dim
+    for j, (p, r) in enumerate(zip(batch, res)):
         if r.model is not None and r.model != gkey:  # a template record of another model
             r = ProbeResult([], "ModelMismatchError", f"template is from {r.model[0]}#"
                             f"{r.model[1]}, the watchlist holds {gkey[0]}#{gkey[1]}")
+        elif dim is not None and any(v.shape != (dim,) for _, _, v in r.faces):
+            bad = next(v.shape for _, _, v in r.faces if v.shape != (dim,))
+            r = ProbeResult([], "TemplateError", f"template has shape {bad}, the watchlist "
+                            f"holds {dim}-d templates")
+        summary.faces_rejected += r.rejected
         if r.error is not None:
             summary.failures[r.error] = summary.failures.get(r.error, 0) + 1
             if on_failure is not None:
                 on_failure(p.name, r.error, r.message)
             continue
-        for i, (box, v) in enumerate(r.faces):
-            owners.append((p, i, box))
+        for i, box, v in r.faces:
+            owners.append((j, p, i, box))
             vecs.append(v)
     summary.faces += len(vecs)
-    if not vecs:
+    if not vecs or dim is None:  # an empty watchlist has nothing to hit
         return []
     found = gallery.identify_many(np.stack(vecs), top_k, fpir, threshold=threshold)
     hits: list[Hit] = []
-    hit_probes: set[str] = set()
-    for (p, i, box), ident in zip(owners, found):
+    hit_probes: set[int] = set()  # positions in the batch: a CSV may list a path twice
+    for (j, p, i, box), ident in zip(owners, found):
         for c in ident.candidates:
             if c.score >= thr:
                 hits.append(Hit(p.name, i, box, c.subject_id, c.score, c.rank, thr, fpir))
-                hit_probes.add(p.name)
+                hit_probes.add(j)
     summary.hits += len(hits)
     summary.probes_with_hits += len(hit_probes)
     return hits

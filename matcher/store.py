@@ -8,6 +8,7 @@ Privacy operations are recorded in the store's audit trail (``<root>/audit.jsonl
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from matcher import audit as audit_trail
 from matcher.errors import InputError, MatcherError
-from matcher.gallery import Candidate, Gallery, Identification, check_time
+from matcher.gallery import Candidate, Gallery, Identification, check_subject_id, check_time
 from matcher.types import Template
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -95,7 +96,11 @@ class GalleryStore:
             return g
 
     def save(self, name: str) -> None:
-        self.get(name).save(self._path(name), key=self.key)
+        g = self.get(name)
+        with g._save_lock:  # delete() holds it while unlinking: no save lands after a delete
+            if self._open.get(name) is not g:
+                raise StoreError(f"gallery {name!r} was deleted while being saved", {name: "deleted"})
+            g.save(self._path(name), key=self.key)
 
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
         if self.audit_path is not None:
@@ -106,8 +111,11 @@ class GalleryStore:
         """Delete a gallery from memory and disk (audited); False if it did not exist."""
         path = self._path(name)
         with self._lock:
-            existed = self._open.pop(name, None) is not None or path.exists()
-            path.unlink(missing_ok=True)
+            g = self._open.get(name)
+            existed = g is not None or path.exists()
+            with g._save_lock if g is not None else contextlib.nullcontext():
+                path.unlink(missing_ok=True)  # first: if it fails, the gallery stays open
+                self._open.pop(name, None)
         if existed:
             self._audit("delete_gallery", {"gallery": name})
         return existed
@@ -117,13 +125,21 @@ class GalleryStore:
         one bool per id, False where it was not enrolled."""
         if isinstance(subject_ids, str):
             raise InputError("subject_ids must be a sequence of ids, not one string")
+        subject_ids = [check_subject_id(s) for s in subject_ids]  # all, before changing any
         g = self.get(name)
-        done = [g.remove(sid) for sid in subject_ids]
-        if any(done):
-            self.save(name)
-        self._audit("remove", {"gallery": name, "subjects": [
-            {"subject_ref": audit_trail.subject_ref(sid), "removed": d}
-            for sid, d in zip(subject_ids, done)]})
+        done: list[bool] = []
+        status = "complete"
+        try:
+            done.extend(g.remove(sid) for sid in subject_ids)
+            if any(done):
+                self.save(name)
+        except BaseException as exc:
+            status = f"failed: {type(exc).__name__}"
+            raise
+        finally:  # what changed in memory is recorded even if the save failed
+            self._audit("remove", {"gallery": name, "status": status, "subjects": [
+                {"subject_ref": audit_trail.subject_ref(sid), "removed": d}
+                for sid, d in zip(subject_ids, done)]})
         return done
 
     def forget(self, subject_id: str) -> dict[str, int]:
@@ -188,18 +204,27 @@ class GalleryStore:
         counts). Returns ``{"galleries": [deleted], "subjects": {gallery: [ids]}}``."""
         now = check_time(now, "now") or datetime.now(timezone.utc)
         report: dict[str, Any] = {"galleries": [], "subjects": {}}
+        failed: dict[str, str] = {}
         for name in self.names():
-            g = self.get(name)
-            if g.expires_at is not None and g.expires_at <= now:
-                self.delete(name)
-                report["galleries"].append(name)
-                continue
-            gone = g.purge_expired(now)
-            if gone:
-                self.save(name)
-                report["subjects"][name] = gone
+            try:
+                g = self.get(name)
+                if g.expires_at is not None and g.expires_at <= now:
+                    self.delete(name)
+                    report["galleries"].append(name)
+                    continue
+                gone = g.purge_expired(now)
+                if gone:
+                    report["subjects"][name] = gone
+                    self.save(name)
+            except (MatcherError, OSError) as exc:  # the others are still purged, then raised
+                failed[name] = f"{type(exc).__name__}: {exc}"
         self._audit("purge_expired", {"as_of": now.isoformat(),
+                                      "status": "partial" if failed else "complete",
                                       "galleries_deleted": report["galleries"],
                                       "subjects_removed": {k: len(v) for k, v in
-                                                           report["subjects"].items()}})
+                                                           report["subjects"].items()},
+                                      "failed": failed})
+        if failed:
+            raise StoreError(f"purge_expired reached all galleries but {sorted(failed)}: "
+                             + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), failed)
         return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,12 @@ class Template:
     @property
     def dim(self) -> int:
         return int(self.vector.shape[0])
+
+    def __reduce__(self) -> tuple[Any, tuple[np.ndarray, str, str]]:
+        """Pickle as (vector, model, model_hash): the packed form is rebuilt, the vector is kept
+        bit for bit (it is unit already), so a Template sent to another process (a Ray shard,
+        a worker) scores exactly as here."""
+        return (Template, (self.vector, self.model, self.model_hash))
 
     def check_compatible(self, other: Template) -> None:
         """Raise :class:`ModelMismatchError` unless ``other`` comes from the same model."""

@@ -367,3 +367,42 @@ def test_unbound_gallery_binds_to_one_model_hash():
     assert g.model_hash == HASH
     with pytest.raises(ModelMismatchError):
         g.enroll("B", tpl(unit(rng, 1)[0], h="fedcba9876543210"))
+
+
+# ----------------------------------------------------------------- review findings
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_ties_rank_by_subject_id_whatever_the_enrolment_order(kind):
+    rng = np.random.default_rng(9)
+    v = unit(rng, 40)
+    dup_ids = [f"D{c}" for c in "QZAMBYC"]  # one face enrolled under 7 ids
+    answers = []
+    for order in (dup_ids, dup_ids[::-1]):
+        g = Gallery(MODEL, HASH, kind=kind)
+        g.enroll_many(order, np.repeat(v[:1], len(order), axis=0))
+        g.enroll_many([f"P{i}" for i in range(39)], v[1:])
+        g.enroll("DQ", v[5:6])  # a second template: the subject's max decides, ties still hold
+        r = g.identify(v[0], k=3, threshold=0.5)
+        answers.append([(c.subject_id, c.score, c.rank) for c in r.candidates])
+        assert r.decision == "DA"
+    assert answers[0] == answers[1]
+    assert [a[0] for a in answers[0]] == ["DA", "DB", "DC"]
+
+
+def test_an_empty_gallery_reports_no_fpir_under_an_explicit_threshold():
+    g = Gallery(MODEL, HASH)
+    r = g.identify(unit(np.random.default_rng(1), 1)[0], threshold=0.3)
+    assert r.fpir is None and r.candidates == [] and r.decision is None
+
+
+def test_bad_vector_inputs_are_typed_errors():
+    rng = np.random.default_rng(2)
+    g = Gallery(MODEL, HASH)
+    g.enroll("A", tpl(unit(rng, 1)[0]))
+    with pytest.raises(matcher.errors.TemplateError):
+        g.enroll_many(["B", "C"], [tpl(unit(rng, 1)[0]), tpl(unit(rng, 1, d=32)[0])])
+    with pytest.raises(matcher.errors.TemplateError):
+        g.identify_many([tpl(unit(rng, 1, d=32)[0])], threshold=0.3)
+    for bad in (np.array([["a"] * 64]), unit(rng, 1).astype(np.complex64)):
+        with pytest.raises(InputError, match="floating point"):
+            g.enroll("D", bad)
+    assert g.subject_ids() == ["A"]

@@ -547,3 +547,38 @@ def test_crafted_faiss_internals_are_rejected(planted, built):
     idx._faiss.add(GOOD)
     with pytest.raises(InputError, match="FAISS index is"):
         VectorIndex.from_bytes(idx.to_bytes())
+
+
+# ----------------------------------------------------------------- review findings
+def _forged(kind: str, dim: int = 8) -> bytes:
+    """A valid empty serialised VectorIndex whose kind is ``kind`` (see the to_bytes layout)."""
+    k = kind.encode()
+    body = (b"MTVX" + struct.pack("<HHIQQ", 1, 0, dim, 1_000_000, 0)
+            + struct.pack("<H", len(k)) + k + struct.pack("<H", 0))
+    return body + hashlib.blake2b(body, digest_size=16).digest()
+
+
+def test_a_forged_kind_cannot_make_faiss_allocate_gigabytes():
+    assert VectorIndex.from_bytes(_forged("IVF64,Flat")).kind == "IVF64,Flat"  # the layout holds
+    for kind in ("IVF20000000,Flat", "IMI2x20,Flat", "HNSW100000"):
+        with pytest.raises(InputError, match="exceeds|IMI"):
+            VectorIndex.from_bytes(_forged(kind))
+        with pytest.raises(InputError, match="exceeds|IMI"):
+            VectorIndex(8, kind)
+
+
+def test_a_failed_build_leaves_no_rows_behind(monkeypatch):
+    rng = np.random.default_rng(5)
+
+    def boom(self, spec):
+        raise MemoryError("simulated")
+
+    idx2 = VectorIndex(DIM, "auto", auto_threshold=20)
+    idx2.add(np.arange(20), random_unit(rng, 20))
+    monkeypatch.setattr(VectorIndex, "_build", boom)
+    with pytest.raises(MemoryError):
+        idx2.add(np.arange(20, 3000), random_unit(rng, 2980))  # crosses the threshold: builds
+    assert len(idx2) == 20 and 25 not in idx2
+    monkeypatch.undo()
+    idx2.add(np.arange(20, 30), random_unit(rng, 10))  # the same ids are free again
+    assert len(idx2) == 30

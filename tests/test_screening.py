@@ -333,15 +333,109 @@ def test_quality_failures_are_counted_by_reason(tmp_path, watchlist, astronaut_b
     assert not s.failures
 
 
-def test_hung_worker_processes_end_the_run(monkeypatch):
-    from concurrent.futures import Future
+# --------------------------------------------------------------------------- review findings
+def _interrupted(watchlist, probes, out, after: int = 1) -> None:
+    """A screen stopped (as by Ctrl-C) after ``after`` checkpoints."""
+    calls = []
 
-    from matcher import screening
+    def stop(_summary):
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
 
-    class StuckPool:  # a pool whose workers never answer
-        def submit(self, fn, *args):
-            return Future()
+    with pytest.raises(KeyboardInterrupt):
+        screen(watchlist, probes, out, batch_size=1, workers=1, threshold=0.3, progress=stop,
+               audit=False)
 
-    monkeypatch.setattr(screening, "BATCH_TIMEOUT", 0.2)
-    with pytest.raises(screening.WorkerError, match="no batch finished within 0.2 s"):
-        next(screening._ordered(StuckPool(), [[], []], 2))
+
+def test_resume_refuses_another_templates_file_of_the_same_length(tmp_path, watchlist, others):
+    wl = matcher.Gallery.load(watchlist)
+    a, b = tmp_path / "a.mtpl", tmp_path / "b.mtpl"
+    write_templates(a, [matcher.Template(v, wl.model, wl.model_hash) for v in others[:3]])
+    write_templates(b, [matcher.Template(v, wl.model, wl.model_hash) for v in others[3:6]])
+    out = tmp_path / "hits.csv"
+    _interrupted(watchlist, a, out)
+    with pytest.raises(InputError, match="probe_fingerprint"):
+        screen(watchlist, b, out, resume=True, threshold=0.3, audit=False)
+    s = screen(watchlist, a, out, resume=True, threshold=0.3, audit=False)
+    assert s.complete and [r["subject_id"] for r in read_hits(out)] == ["S00", "S01", "S02"]
+
+
+def test_resume_refuses_another_directory_with_the_same_names(tmp_path, watchlist, mixed_dir):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed_dir, copy)
+    out = tmp_path / "hits.csv"
+    _interrupted(watchlist, mixed_dir, out)
+    with pytest.raises(InputError, match="probe_fingerprint"):
+        screen(watchlist, copy, out, resume=True, threshold=0.3, audit=False)
+
+
+def test_a_record_of_the_wrong_dimension_fails_alone(tmp_path, watchlist, others):
+    wl = matcher.Gallery.load(watchlist)
+    path = tmp_path / "p.mtpl"
+    short = np.ones(64, np.float32) / 8
+    write_templates(path, [matcher.Template(others[0], wl.model, wl.model_hash),
+                           matcher.Template(short, wl.model, wl.model_hash),
+                           matcher.Template(others[1], wl.model, wl.model_hash)])
+    out = tmp_path / "hits.csv"
+    s = screen(watchlist, path, out, threshold=0.3, audit=False)
+    assert s.complete and s.failures == {"TemplateError": 1} and s.faces == 2
+    assert [(r["probe"], r["subject_id"]) for r in read_hits(out)] == [("#0", "S00"), ("#2", "S01")]
+
+
+def test_probes_with_hits_counts_listed_probes_whatever_the_batch(tmp_path, watchlist, mixed_dir):
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path\n" + f"{mixed_dir / 'astronaut.jpg'}\n" * 2
+                        + "\n" + ",\n")  # a blank line, then an empty path on line 5
+    counts = []
+    for bs in (1, 4):
+        failures = []
+        s = screen(watchlist, csv_path, tmp_path / f"b{bs}.csv", batch_size=bs, audit=False,
+                   on_failure=lambda *a, f=failures: f.append(a))
+        counts.append((s.hits, s.probes_with_hits))
+        assert [f[0] for f in failures] == ["<line 5>"]
+    assert counts == [(2, 2), (2, 2)]
+
+
+def test_a_damaged_checkpoint_is_a_typed_error(tmp_path, watchlist, mixed_dir):
+    out = tmp_path / "hits.csv"
+    _interrupted(watchlist, mixed_dir, out)
+    ckpt = out.with_name("hits.csv.progress")
+    good = json.loads(ckpt.read_text())
+    for bad in ("[]", "3", json.dumps({k: v for k, v in good.items() if k != "offset"}),
+                json.dumps({**good, "done": -1})):
+        ckpt.write_text(bad)
+        with pytest.raises(InputError, match="cannot resume"):
+            screen(watchlist, mixed_dir, out, resume=True, threshold=0.3, audit=False)
+
+
+def test_a_dangling_link_is_a_failed_probe(tmp_path, watchlist, astronaut_bgr):
+    d = tmp_path / "probes"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), astronaut_bgr)
+    os.symlink(d / "gone.jpg", d / "b.jpg")
+    failures = []
+    s = screen(watchlist, d, tmp_path / "hits.csv", audit=False,
+               on_failure=lambda *a: failures.append(a))
+    assert s.probes == 2 and s.hits == 1 and [f[:2] for f in failures] == [("b.jpg", "ImageDecodeError")]
+
+
+def test_face_numbers_survive_the_quality_policy(tmp_path, watchlist, astronaut_bgr):
+    """A group photo whose first face fails the policy: the passing face keeps its number."""
+    big = cv2.resize(astronaut_bgr, (512, 512))
+    dark = (big * 0.25).astype(np.uint8)
+    d = tmp_path / "probes"
+    d.mkdir()
+    cv2.imwrite(str(d / "g.png"), np.concatenate([dark, big], 1))
+    eng = matcher.Engine()
+    found = eng.face_templates(cv2.imread(str(d / "g.png")), quality="probe")
+    ok = [i for i, (_, t) in enumerate(found) if isinstance(t, matcher.Template)]
+    assert len(found) == 2 and len(ok) == 1, found  # the premise: one face passes, one fails
+    rows = {}
+    for q in ("probe", None):
+        s = screen(watchlist, d, tmp_path / f"{q}.csv", threshold=0.3, quality=q, audit=False)
+        rows[q] = [(r["face"], r["x"]) for r in read_hits(tmp_path / f"{q}.csv")]
+        assert s.faces_rejected == (1 if q else 0) and not s.failures
+    assert rows["probe"] == [x for x in rows[None] if x[0] == str(ok[0])]

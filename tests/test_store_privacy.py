@@ -120,3 +120,84 @@ def test_cli_forget(store):
     res = CliRunner().invoke(cli, ["gallery", "forget", "P0-1", "--store", str(store.root)])
     assert res.exit_code == 2 and "BROKEN" in res.output
     assert "P0-1" not in GalleryStore(store.root, audit=False).get("CX880")
+
+
+# ----------------------------------------------------------------- review findings
+def test_remove_checks_every_id_before_changing_anything(store):
+    with pytest.raises(InputError):
+        store.remove("BA12", ["P1-0", None])
+    assert "P1-0" in GalleryStore(store.root, audit=False).get("BA12")
+    assert "P1-0" in store.get("BA12")
+
+
+def test_purge_reports_a_gallery_it_cannot_open_and_still_audits(store):
+    store.get("BA12").enroll("SHORT-STAY", _unit(1, 20), expires_at=T0)
+    store.save("BA12")
+    (store.root / "AAA.gallery").write_bytes(b"not a gallery")  # listed first
+    with pytest.raises(StoreError, match="AAA") as err:
+        store.purge_expired(T0)
+    assert set(err.value.failed) == {"AAA"}
+    assert "SHORT-STAY" not in GalleryStore(store.root, audit=False).get("BA12")
+    rec = _records(store)[-1]
+    assert rec["event"] == "purge_expired" and rec["status"] == "partial"
+    assert rec["subjects_removed"] == {"BA12": 1} and set(rec["failed"]) == {"AAA"}
+
+
+def test_no_save_lands_after_a_delete(store, monkeypatch):
+    """A save that was writing when delete() ran cannot bring the gallery back."""
+    import threading
+
+    from matcher import gallery_file
+
+    g = store.get("BA12")
+    writing, release = threading.Event(), threading.Event()
+    real = gallery_file.write_atomic
+
+    def slow(path, data):
+        writing.set()
+        release.wait(10)
+        real(path, data)
+
+    monkeypatch.setattr(gallery_file, "write_atomic", slow)
+    saver = threading.Thread(target=store.save, args=("BA12",))
+    saver.start()
+    assert writing.wait(10)
+    deleter = threading.Thread(target=store.delete, args=("BA12",))
+    deleter.start()
+    release.set()
+    saver.join(10)
+    deleter.join(10)
+    assert not (store.root / "BA12.gallery").exists() and "BA12" not in store.names()
+    with pytest.raises(InputError, match="no gallery"):
+        store.save("BA12")
+    assert g.template_count == 5  # the object itself is untouched
+
+
+def test_saves_land_in_call_order(store, monkeypatch):
+    """forget() during a slow save: the file ends without the subject."""
+    import threading
+
+    from matcher import gallery_file
+
+    writing, release = threading.Event(), threading.Event()
+    real = gallery_file.write_atomic
+    calls = []
+
+    def slow(path, data):
+        calls.append(path)
+        if len(calls) == 1:
+            writing.set()
+            release.wait(10)
+        real(path, data)
+
+    monkeypatch.setattr(gallery_file, "write_atomic", slow)
+    saver = threading.Thread(target=store.save, args=("CX880",))
+    saver.start()
+    assert writing.wait(10)
+    forgetter = threading.Thread(target=store.forget, args=("TRAVELLER-1",))
+    forgetter.start()
+    release.set()
+    saver.join(10)
+    forgetter.join(10)
+    fresh = GalleryStore(store.root, audit=False)
+    assert all("TRAVELLER-1" not in fresh.get(n) for n in fresh.names())
