@@ -86,7 +86,13 @@ class Subject:
 
 
 def _parse_time(v: str | None) -> datetime | None:
-    return datetime.fromisoformat(v) if v else None
+    """An ISO time from a gallery file; naive times are refused (every time here is UTC-aware)."""
+    if not v:
+        return None
+    t = datetime.fromisoformat(v)
+    if t.tzinfo is None:
+        raise ValueError(f"time {v[:40]!r} has no time zone")
+    return t
 
 
 def check_subject_id(subject_id: object) -> str:
@@ -132,6 +138,21 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 def is_vector(x: Any) -> bool:
     """One embedding row (a 1-D float array), not an image."""
     return isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype != np.uint8
+
+
+def _check_loaded_subject(subj: Subject, g: Gallery) -> None:
+    """A subject record read from a file is what enroll() could have made (raises ValueError)."""
+    check_subject_id(subj.id)
+    check_metadata(subj.metadata)
+    if subj.id in g._subjects:
+        raise ValueError(f"subject {subj.id!r} appears twice")
+    if not 1 <= len(subj.template_ids) <= MAX_TEMPLATES_PER_SUBJECT:
+        raise ValueError(f"subject {subj.id!r} has {len(subj.template_ids)} templates")
+    for t in subj.template_ids:
+        if t in g._owner or not 0 <= t < g._next_tid:
+            raise ValueError(f"template id {t} is claimed twice or out of range")
+    if subj.enrolled_at.tzinfo is None:
+        raise ValueError(f"subject {subj.id!r} has a naive enrolment time")
 
 
 class Gallery:
@@ -530,20 +551,26 @@ class Gallery:
                 raise ModelMismatchError(f"gallery holds {g.model}#{g.model_hash}, the engine is "
                                          f"{engine.model}#{engine.model_hash}")
             g._next_tid = int(meta["next_template_id"])
-            g._max_per = int(meta.get("max_per_subject", 1))
             for d in meta["subjects"]:
                 subj = Subject.from_json(d)
+                _check_loaded_subject(subj, g)
                 g._subjects[subj.id] = subj
                 for t in subj.template_ids:
                     g._owner[t] = subj.id
+            # Derived, not trusted: a forged max_per_subject would make searches drop subjects.
+            g._max_per = max((len(s.template_ids) for s in g._subjects.values()), default=1)
             if index_bytes:
                 g._index = VectorIndex.from_bytes(index_bytes, threads=threads)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GalleryFileError(f"gallery metadata is inconsistent: {exc!r}") from None
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise GalleryFileError(f"gallery metadata is inconsistent: {exc}") from None
         n_index = len(g._index) if g._index is not None else 0
-        if n_index != len(g._owner) or any(not g._index.contains(t) for t in list(g._owner)[:1000]):
+        owned = np.fromiter(g._owner, np.int64, count=len(g._owner))
+        if n_index != len(owned) or (n_index and not np.array_equal(
+                np.sort(owned), np.sort(g._index.ids()))):
             raise GalleryFileError(f"gallery index holds {n_index} templates, its subjects "
-                                   f"{len(g._owner)}")
+                                   f"{len(owned)}, or other ids")
+        if g._index is not None and g._dim != g._index.dim:
+            raise GalleryFileError("gallery metadata does not match its index dimension")
         return g
 
     @classmethod

@@ -248,7 +248,7 @@ def test_a_hanging_shard_is_a_timeout_naming_it(data):
 # ----------------------------------------------------------------- review findings
 def test_tied_scores_rank_the_same_as_one_gallery(data):
     """The same face enrolled under several ids: ties rank by subject id on both sides."""
-    vecs, _, probes = data
+    vecs, _, _ = data
     sg = ShardedGallery(MODEL, HASH, shards=SHARDS, kind="flat")
     g = Gallery(MODEL, HASH, kind="flat")
     ids = ["Z-dup", "A-dup", "M-dup", "B-dup", "Y-dup", "C-dup", "X-dup"]
@@ -275,7 +275,7 @@ def test_a_shard_that_cannot_load_says_why(data, tmp_path):
 
 
 def test_a_failed_save_keeps_the_last_good_one(data, tmp_path):
-    vecs, owners, probes = data
+    vecs, owners, _ = data
     sg = ShardedGallery(MODEL, HASH, shards=SHARDS, kind="flat")
     sg.enroll_many(owners[:300], vecs[:300])
     sg.save(tmp_path / "sg")

@@ -406,3 +406,45 @@ def test_bad_vector_inputs_are_typed_errors():
         with pytest.raises(InputError, match="floating point"):
             g.enroll("D", bad)
     assert g.subject_ids() == ["A"]
+
+
+def test_forged_plaintext_metadata_is_refused():
+    """Plaintext gallery files carry an unkeyed checksum: anyone can re-pack them, so every part
+    of the metadata is checked against what enrolment could have produced."""
+    import copy
+
+    from matcher import gallery_file
+
+    rng = np.random.default_rng(4)
+    base = unit(rng, 1)
+    near = base + 0.05 * rng.normal(size=(3, 64)).astype(np.float32)
+    g = Gallery(MODEL, HASH, kind="flat")
+    g.enroll("A", near / np.linalg.norm(near, axis=1, keepdims=True))  # A's 3 templates first
+    g.enroll("B", unit(rng, 1))
+    meta, index = gallery_file.unpack(g.to_bytes(), None)
+    assert Gallery.from_bytes(gallery_file.pack(meta, index, None)).template_count == 4
+
+    def forge(edit):
+        m = copy.deepcopy(meta)
+        edit(m)
+        return gallery_file.pack(m, index, None)
+
+    subjects = lambda m: {s["id"]: s for s in m["subjects"]}
+    forgeries = {
+        "claimed twice": lambda m: subjects(m)["B"].__setitem__(
+            "template_ids", subjects(m)["A"]["template_ids"][:1]),
+        "bad id": lambda m: subjects(m)["B"].__setitem__("id", " padded "),
+        "naive time": lambda m: subjects(m)["B"].__setitem__("expires_at", "2026-12-05T12:00:00"),
+        "no templates": lambda m: subjects(m)["B"].__setitem__("template_ids", []),
+        "twice": lambda m: m["subjects"].append(copy.deepcopy(subjects(m)["B"])),
+        "next id": lambda m: m.__setitem__("next_template_id", 2),
+        "dim": lambda m: m.__setitem__("dim", 32),
+    }
+    for name, edit in forgeries.items():
+        with pytest.raises(GalleryFileError):
+            Gallery.from_bytes(forge(edit))
+            pytest.fail(f"forgery {name!r} loaded")
+    # a forged max_per_subject cannot make a search drop a subject: it is derived, not read
+    loaded = Gallery.from_bytes(forge(lambda m: m.__setitem__("max_per_subject", 1)))
+    r = loaded.identify_many(base, k=2, threshold=-1.0)
+    assert {c.subject_id for c in r[0].candidates} == {"A", "B"}
