@@ -477,8 +477,9 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     ``watchlist``: a gallery file path (``key`` for an encrypted one) or a :class:`Gallery`.
     ``probes``: a directory, a CSV with a ``path`` column, a templates file, or a
     :class:`ProbeSource`. ``fpir`` (default 0.003) or an explicit ``threshold``, not both.
-    ``engine``: an Engine to use in-process (else one is made from ``engine_options`` +
-    ``threads``); ``workers`` > 1 spawns processes with their own engines instead.
+    ``engine``: an Engine to use in-process (then ``workers`` defaults to 1, and more workers,
+    ``ray_address`` or ``engine_options`` are an InputError); else engines are made from
+    ``engine_options`` + ``threads``; ``workers`` > 1 spawns processes with their own engines.
     ``audit``: audit log path (default ``<out>.audit.jsonl``; ``False``: none).
     ``quality``: a quality policy ("probe", "enrol", a mapping; None: no check) each face must
     pass to be screened; faces that fail are counted in ``faces_rejected`` (and a probe none of
@@ -508,8 +509,15 @@ def screen(watchlist: Any, probes: str | Path | ProbeSource, out: str | Path, *,
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     cores = available_cores()
+    if engine is not None and (ray_address is not None or engine_options is not None
+                               or (workers is not None and workers != 1)):
+        # Workers build their own engines from engine_options; settings of this engine that
+        # are not part of its model hash (max_faces, score threshold, policies) would be lost.
+        raise InputError("engine= runs in-process only: give engine_options= (and workers / "
+                         "ray_address) instead, or drop workers / ray_address")
     if ray_address is None:
-        workers = default_workers(cores) if workers is None else workers
+        workers = (1 if engine is not None else default_workers(cores)) if workers is None \
+            else workers
     if workers is not None and (type(workers) is not int or workers < 1):
         raise InputError(f"workers must be a positive int, got {workers!r}")
 

@@ -122,3 +122,11 @@ def test_an_engine_that_cannot_start_in_workers_raises_its_own_error(tmp_path, w
         with pytest.raises(InputError, match="precision"):
             screen(watchlist, mixed_dir, tmp_path / f"w{workers}.csv", workers=workers,
                    engine_options={"precision": "fp8"}, audit=False)
+
+
+def test_an_engine_object_runs_in_process_only(tmp_path, watchlist, mixed_dir, engine):
+    s = screen(watchlist, mixed_dir, tmp_path / "a.csv", engine=engine, audit=False)
+    assert s.complete  # workers default to 1 with an engine
+    for extra in ({"workers": 2}, {"ray_address": "local"}, {"engine_options": {}}):
+        with pytest.raises(InputError, match="in-process only"):
+            screen(watchlist, mixed_dir, tmp_path / "b.csv", engine=engine, **extra)
