@@ -30,7 +30,7 @@ from typing import Any
 
 from matcher import screening
 from matcher.errors import MatcherError
-from matcher.screening import Probe, ProbeResult, WorkerError, extract
+from matcher.screening import Probe, ProbeResult, WorkerError, batch_names, extract
 
 #: Worker deaths tolerated on one batch (run alone) before the run ends with WorkerError.
 MAX_RETRIES = 3
@@ -67,10 +67,6 @@ def _worker_extract(probes: list[Probe]) -> Result:
         raise WorkerError(f"a worker's engine failed to start: "
                           f"{type(_START_ERROR).__name__}: {_START_ERROR}")
     return extract(_ENGINE, probes, quality=_QUALITY)
-
-
-def _names(batch: Sequence[Probe]) -> str:
-    return f"{batch[0].name} .. {batch[-1].name}" if batch else "an empty batch"
 
 
 class ProcessExtraction:
@@ -114,7 +110,7 @@ class ProcessExtraction:
             except _TIMEOUTS:
                 raise WorkerError(
                     f"no batch finished within {screening.BATCH_TIMEOUT:g} s (worker processes "
-                    f"hang?), waiting for the batch of probes {_names(batches[i])}; the "
+                    f"hang?), waiting for the batch of probes {batch_names(batches[i])}; the "
                     "checkpoint holds every probe before it (rerun with --resume)") from None
             except BrokenProcessPool:
                 if len(pending) == 1:
@@ -122,7 +118,7 @@ class ProcessExtraction:
                     if deaths[i] > MAX_RETRIES:
                         raise WorkerError(
                             f"worker processes died {deaths[i]} times on the batch of probes "
-                            f"{_names(batches[i])} (out of memory? killed?); the checkpoint "
+                            f"{batch_names(batches[i])} (out of memory? killed?); the checkpoint "
                             "holds every probe before it (rerun with --resume)") from None
                 suspects.update(j for j, _ in pending)
                 nxt = pending[0][0]  # resubmit everything that was in flight, in order

@@ -30,7 +30,7 @@ from matcher import screening
 from matcher.distributed import connect
 from matcher.errors import InputError, MatcherError
 from matcher.image import EncodedImage, read_encoded
-from matcher.screening import Probe, ProbeResult, WorkerError, extract
+from matcher.screening import Probe, ProbeResult, WorkerError, batch_names, extract
 
 #: Restarts of a dead worker actor, and retries of the batch it was running.
 MAX_RETRIES = 3
@@ -186,10 +186,9 @@ class RayExtraction:
         try:
             return ray.get(ref)
         except _rex.RayError as exc:
-            names = f"{batch[0].name} .. {batch[-1].name}" if batch else "an empty batch"
             raise WorkerError(f"Ray workers failed {MAX_RETRIES + 1} times on the batch of probes "
-                              f"{names}: {_cause(exc)}; the checkpoint holds every probe before "
-                              "it (rerun with --resume)") from None
+                              f"{batch_names(batch)}: {_cause(exc)}; the checkpoint holds every "
+                              "probe before it (rerun with --resume)") from None
 
     def describe(self) -> dict[str, Any]:
         """The executor as the audit line records it."""

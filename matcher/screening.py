@@ -291,6 +291,11 @@ class WorkerError(MatcherError):
     """Screening workers could not be started, hang, or died on the same batch too often."""
 
 
+def batch_names(batch: Sequence[Probe]) -> str:
+    """The probes of a batch as error messages name them: ``first .. last``."""
+    return f"{batch[0].name} .. {batch[-1].name}" if batch else "an empty batch"
+
+
 def default_workers(cores: int | None = None) -> int:
     """One worker per two cores (a 2-core machine runs in-process)."""
     from matcher.backends import available_cores

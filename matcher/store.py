@@ -34,6 +34,12 @@ class StoreError(MatcherError):
         super().__init__(message)
         self.failed = dict(failed)
 
+    @classmethod
+    def partial(cls, operation: str, failed: dict[str, str]) -> StoreError:
+        """The error of a store-wide ``operation`` done everywhere but the ``failed`` galleries."""
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+        return cls(f"{operation} reached all galleries but {sorted(failed)}: {reasons}", failed)
+
 
 class GalleryStore:
     """Galleries saved as ``<root>/<name>.gallery``, opened lazily and kept in memory.
@@ -170,8 +176,7 @@ class GalleryStore:
                                "galleries_searched": len(names),
                                "removed": removed, "failed": failed})
         if failed:
-            raise StoreError(f"forget reached all galleries but {sorted(failed)}: "
-                             + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), failed)
+            raise StoreError.partial("forget", failed)
         return removed
 
     def identify(self, probe: Any, galleries: Sequence[str], k: int = 5,
@@ -225,6 +230,5 @@ class GalleryStore:
                                                            report["subjects"].items()},
                                       "failed": failed})
         if failed:
-            raise StoreError(f"purge_expired reached all galleries but {sorted(failed)}: "
-                             + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), failed)
+            raise StoreError.partial("purge_expired", failed)
         return report
