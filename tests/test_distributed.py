@@ -326,3 +326,21 @@ def test_a_bad_address_is_a_typed_error(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300, check=False)
     assert res.returncode == 0 and res.stdout.startswith("typed cannot join"), res.stderr[-2000:]
+
+
+def test_large_batches_go_in_chunks_with_the_same_answers(data, monkeypatch):
+    from matcher import distributed
+
+    vecs, owners, probes = data
+    sg = ShardedGallery(MODEL, HASH, shards=SHARDS, kind="flat")
+    g = Gallery(MODEL, HASH, kind="flat")
+    sg.enroll_many(owners, vecs)
+    g.enroll_many(owners, vecs)
+    calls = []
+    real = ShardedGallery._all
+    monkeypatch.setattr(distributed, "SEARCH_CHUNK", 7)
+    monkeypatch.setattr(ShardedGallery, "_all",
+                        lambda self, m, *a, **kw: calls.append(m) or real(self, m, *a, **kw))
+    assert_same(sg.identify_many(probes, k=5, fpir=0.003), g.identify_many(probes, k=5,
+                                                                           fpir=0.003))
+    assert calls.count("search") == -(-len(probes) // 7)
