@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -241,6 +242,7 @@ class ShardedGallery:
         self._key = _key
         self._calib: Gallery | None = None
         self._closed = False
+        self._bind_lock = threading.Lock()
         self._actors = [self._new_actor(i) for i in range(shards)]
 
     # ------------------------------------------------------------------ actors
@@ -341,10 +343,18 @@ class ShardedGallery:
         return items, items[0].model_hash
 
     def _bind(self, model_hash: str | None) -> None:
-        if self.model_hash is None and model_hash is not None:
-            self._all("bind", model_hash)
-            self.model_hash = model_hash
-            self._calib = None
+        """Bind an unbound gallery to the first templates' hash (one thread at a time: two
+        first enrolments of different pipelines must not bind driver and shards apart)."""
+        if model_hash is None:
+            return
+        with self._bind_lock:
+            if self.model_hash is None:
+                self._all("bind", model_hash)
+                self.model_hash = model_hash
+                self._calib = None
+        if model_hash != self.model_hash:
+            raise ModelMismatchError(f"templates are from {self.model}#{model_hash}; this "
+                                     f"gallery holds {self.model}#{self.model_hash}")
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, subject_id: str, samples: Any, *, metadata: dict[str, Any] | None = None,

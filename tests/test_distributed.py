@@ -344,3 +344,32 @@ def test_large_batches_go_in_chunks_with_the_same_answers(data, monkeypatch):
     assert_same(sg.identify_many(probes, k=5, fpir=0.003), g.identify_many(probes, k=5,
                                                                            fpir=0.003))
     assert calls.count("search") == -(-len(probes) // 7)
+
+
+def test_racing_first_enrolments_of_two_pipelines_bind_one(data):
+    import threading
+
+    vecs, _, _ = data
+    sg = ShardedGallery(MODEL, shards=2, kind="flat")  # unbound
+    results = {}
+    barrier = threading.Barrier(2)
+
+    def enrol(h):
+        barrier.wait()
+        try:
+            sg.enroll(f"S-{h}", [matcher.Template(vecs[0], MODEL, h)])
+            results[h] = "ok"
+        except ModelMismatchError:
+            results[h] = "refused"
+
+    threads = [threading.Thread(target=enrol, args=(h,)) for h in (HASH, "f" * 16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results.values()) == ["ok", "refused"]
+    winner = next(h for h, r in results.items() if r == "ok")
+    assert sg.model_hash == winner and sg.template_count == 1
+    assert {i["model_hash"] for i in [sg._gather([(0, sg._actors[0].info.remote())])[0],
+                                      sg._gather([(1, sg._actors[1].info.remote())])[0]]} \
+        == {winner}
