@@ -715,8 +715,8 @@ def _search(gallery: Any, batch: list[Probe], res: list[ProbeResult], gkey: tupl
         if r.model is not None and r.model != gkey:  # a template record of another model
             r = ProbeResult([], "ModelMismatchError", f"template is from {r.model[0]}#"
                             f"{r.model[1]}, the watchlist holds {gkey[0]}#{gkey[1]}")
-        elif dim is not None and any(v.shape != (dim,) for _, _, v in r.faces):
-            bad = next(v.shape for _, _, v in r.faces if v.shape != (dim,))
+        elif dim is not None and (bad := next((v.shape for _, _, v in r.faces
+                                                if v.shape != (dim,)), None)) is not None:
             r = ProbeResult([], "TemplateError", f"template has shape {bad}, the watchlist "
                             f"holds {dim}-d templates")
         summary.faces_rejected += r.rejected

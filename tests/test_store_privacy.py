@@ -143,38 +143,9 @@ def test_purge_reports_a_gallery_it_cannot_open_and_still_audits(store):
     assert rec["subjects_removed"] == {"BA12": 1} and set(rec["failed"]) == {"AAA"}
 
 
-def test_no_save_lands_after_a_delete(store, monkeypatch):
-    """A save that was writing when delete() ran cannot bring the gallery back."""
-    import threading
-
-    from matcher import gallery_file
-
-    g = store.get("BA12")
-    writing, release = threading.Event(), threading.Event()
-    real = gallery_file.write_atomic
-
-    def slow(path, data):
-        writing.set()
-        release.wait(10)
-        real(path, data)
-
-    monkeypatch.setattr(gallery_file, "write_atomic", slow)
-    saver = threading.Thread(target=store.save, args=("BA12",))
-    saver.start()
-    assert writing.wait(10)
-    deleter = threading.Thread(target=store.delete, args=("BA12",))
-    deleter.start()
-    release.set()
-    saver.join(10)
-    deleter.join(10)
-    assert not (store.root / "BA12.gallery").exists() and "BA12" not in store.names()
-    with pytest.raises(InputError, match="no gallery"):
-        store.save("BA12")
-    assert g.template_count == 5  # the object itself is untouched
-
-
-def test_saves_land_in_call_order(store, monkeypatch):
-    """forget() during a slow save: the file ends without the subject."""
+def _during_a_slow_save(store, monkeypatch, name: str, action, *args) -> None:
+    """Run ``action(*args)`` in a thread while ``store.save(name)`` is held inside its file
+    write, then let the save finish; both threads are joined."""
     import threading
 
     from matcher import gallery_file
@@ -185,19 +156,34 @@ def test_saves_land_in_call_order(store, monkeypatch):
 
     def slow(path, data):
         calls.append(path)
-        if len(calls) == 1:
+        if len(calls) == 1:  # only the first write, the save under test, waits
             writing.set()
             release.wait(10)
         real(path, data)
 
     monkeypatch.setattr(gallery_file, "write_atomic", slow)
-    saver = threading.Thread(target=store.save, args=("CX880",))
+    saver = threading.Thread(target=store.save, args=(name,))
     saver.start()
     assert writing.wait(10)
-    forgetter = threading.Thread(target=store.forget, args=("TRAVELLER-1",))
-    forgetter.start()
+    other = threading.Thread(target=action, args=args)
+    other.start()
     release.set()
     saver.join(10)
-    forgetter.join(10)
+    other.join(10)
+
+
+def test_no_save_lands_after_a_delete(store, monkeypatch):
+    """A save that was writing when delete() ran cannot bring the gallery back."""
+    g = store.get("BA12")
+    _during_a_slow_save(store, monkeypatch, "BA12", store.delete, "BA12")
+    assert not (store.root / "BA12.gallery").exists() and "BA12" not in store.names()
+    with pytest.raises(InputError, match="no gallery"):
+        store.save("BA12")
+    assert g.template_count == 5  # the object itself is untouched
+
+
+def test_saves_land_in_call_order(store, monkeypatch):
+    """forget() during a slow save: the file ends without the subject."""
+    _during_a_slow_save(store, monkeypatch, "CX880", store.forget, "TRAVELLER-1")
     fresh = GalleryStore(store.root, audit=False)
     assert all("TRAVELLER-1" not in fresh.get(n) for n in fresh.names())
